@@ -1,0 +1,69 @@
+"""The public entry points: `load` any supported source into a Model, `convert` it into the store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jaxprov import store
+from jaxprov.errors import CheckpointError, StoreError
+from jaxprov.model import Model
+
+
+def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = False) -> Model:
+    """A Model from a stored jaxprov model, a checkpoint file (.pt/.pth/.bin/.safetensors), or a
+    Hugging Face model directory. `arch` names the architecture where it cannot be detected.
+
+    Raises:
+      CheckpointError, UnsafeCheckpointError, ArchitectureError, ConversionError, StoreError: each
+      with a one-line message naming the file and what to do.
+    """
+    path = Path(path)
+    if store.is_model_dir(path):
+        model = store.load_model(path)
+        if arch is not None and arch != model.arch:
+            from jaxprov import models
+            if models.canonical(arch) != model.arch:
+                raise StoreError(f"{path}: holds a {model.arch} model, not {arch}")
+        return model
+    import converters  # conversion is the only place that knows checkpoint formats
+
+    return converters.load_checkpoint(path, arch, progress=progress)
+
+
+def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: str | None = None, *,
+            force: bool = False, progress: bool = False) -> tuple[Path, Model, bool]:
+    """Convert `src` once and store it. Returns (directory, model, converted_now).
+
+    Content-addressed: the output is keyed by the source's sha256, the requested arch and the
+    converter version. Without `out` it goes under `store.default_root()/models/`; if the target
+    already holds this conversion, nothing is recomputed (converted_now is False).
+    """
+    import converters
+
+    src = Path(src)
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file or directory")
+    if store.is_model_dir(src):
+        raise CheckpointError(f"{src}: already a converted jaxprov model; use it directly")
+    digest = store.file_digest(src)
+    if out is None:
+        tag = (arch or "auto").replace("/", "_").replace("[", "(").replace("]", ")")
+        out = store.default_root() / "models" / f"{digest[:24]}-{tag}-c{converters.CONVERTER_VERSION}"
+    out = Path(out)
+    if store.is_model_dir(out) and not force:
+        meta = store.read_meta(out)
+        same_source = meta.get("source", {}).get("sha256") == digest
+        same_converter = meta.get("converter", {}).get("version") == converters.CONVERTER_VERSION
+        from jaxprov import models
+        same_arch = arch is None or models.canonical(arch) == meta.get("arch")
+        if same_source and same_converter and same_arch:
+            return out, store.load_model(out), False
+        raise StoreError(f"{out}: already holds another model ({meta.get('name')}, {meta.get('arch')}); "
+                         "choose another --out or pass --force to replace it")
+    if out.exists() and not store.is_model_dir(out) and any(out.iterdir()):
+        raise StoreError(f"{out}: exists and is not a jaxprov model directory; choose another --out")
+    model = converters.load_checkpoint(src, arch, progress=progress, digest=digest)
+    if out.exists() and not store.is_model_dir(out):
+        out.rmdir()  # an empty directory the user made for us
+    return store.save_model(model, out, overwrite=True), model, True

@@ -1,0 +1,115 @@
+"""The `jaxprov` command line. A user's mistake prints one line and exits 2; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_convert(args) -> int:
+    from jaxprov import api
+
+    out, model, converted = api.convert(args.src, args.out, args.arch, force=args.force, progress=True)
+    print(model.summary())
+    print(f"stored:      {out}" + ("" if converted else "  (already converted; nothing recomputed)"))
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from jaxprov import api, store
+
+    path = Path(args.path)
+    if store.is_model_dir(path):  # metadata only: no params are read
+        meta = store.read_meta(path)
+        info = {k: meta.get(k) for k in ("name", "arch", "num_params", "input_spec", "output_kind",
+                                         "source", "converter", "params_sha256", "versions")}
+    else:
+        model = api.load(path, args.arch, progress=True)
+        info = {"name": model.name, "arch": model.arch, "num_params": model.num_params,
+                "input_spec": model.input_spec.to_json(), "output_kind": model.output_kind,
+                "source": model.meta.get("source"), "converter": model.meta.get("converter")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    spec = info["input_spec"]
+    print(f"name:        {info['name']}")
+    print(f"arch:        {info['arch']}")
+    print(f"parameters:  {info['num_params']:,}")
+    print(f"input:       {spec['modality']} {spec['layout']} {tuple(spec['shape'])} {spec['dtype']}"
+          + (f", mean={tuple(spec['mean'])} std={tuple(spec['std'])}" if spec.get("mean") else ""))
+    print(f"output:      {info['output_kind']}")
+    if info.get("source"):
+        print(f"source:      {info['source'].get('path')}  sha256 {info['source'].get('sha256')}")
+    if info.get("converter"):
+        print(f"converter:   v{info['converter'].get('version')} ({info['converter'].get('source_family')}), "
+              f"source dtypes {', '.join(info['converter'].get('source_dtypes', []))}")
+    return 0
+
+
+def _cmd_archs(args) -> int:
+    from jaxprov import models
+
+    for name in models.list_archs():
+        family, _, _ = models.resolve(name)
+        print(f"{name:24s} {family.name}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from jaxprov import demo
+
+    return demo.run(Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxprov", description="Model provenance in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert a checkpoint (file or Hugging Face directory) into a stored model")
+    p.add_argument("src")
+    p.add_argument("--out", help="output directory (default: the content-addressed store, $JAXPROV_HOME)")
+    p.add_argument("--arch", help="architecture key, e.g. resnet18 or cifar_resnet56 (default: detect)")
+    p.add_argument("--force", action="store_true", help="replace a different model already in --out")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("info", help="architecture, parameter count, input spec and source hash of a model")
+    p.add_argument("path")
+    p.add_argument("--arch", help="architecture key, where it cannot be detected")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("archs", help="list the architecture keys jaxprov knows")
+    p.set_defaults(func=_cmd_archs)
+
+    p = sub.add_parser("demo", help="run the built-in example")
+    p.add_argument("--out", default="jaxprov-demo", help="where the demo writes (default: ./jaxprov-demo)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"jaxprov: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jaxprov.errors import JaxprovError
+
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        return args.func(args)
+    except JaxprovError as err:
+        print(f"jaxprov: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("jaxprov: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
