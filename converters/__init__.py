@@ -80,5 +80,39 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray], arch: str | None = Non
     return models.build(canonical, params, name=name, meta=meta)
 
 
+def load_checkpoint(path, arch: str | None = None, *, progress: bool = False, digest: str | None = None) -> Model:
+    """A Model from a checkpoint file (.pt/.pth/.bin/.safetensors) or a Hugging Face model directory."""
+    from pathlib import Path
+
+    from converters import readers
+    from jaxprov import store
+    from jaxprov.errors import CheckpointError
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    source = {"path": str(path), "sha256": digest or store.file_digest(path)}
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise CheckpointError(f"{path}: a directory, but neither a Hugging Face model (no config.json) nor a "
+                                  "stored jaxprov model (no jaxprov.json)")
+        from converters import huggingface
+
+        model = huggingface.load_hf_directory(path, arch)
+        return model.replace(meta={**dict(model.meta), "source": source})
+    state_dict = readers.read_state_dict(path)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = lambda items: tqdm(items, desc=f"converting {path.name}", unit="tensor", leave=False)  # noqa: E731
+    return from_state_dict(state_dict, arch, name=path.stem, source=str(path), meta={"source": source},
+                           progress=bar)
+
+
 # Source families register themselves on import.
 from converters import small  # noqa: E402,F401
+from converters import torchvision_vit  # noqa: E402,F401
+from converters import torchvision  # noqa: E402,F401
+from converters import cifar  # noqa: E402,F401
+from converters import hf_bert  # noqa: E402,F401

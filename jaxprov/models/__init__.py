@@ -8,6 +8,7 @@ identical param trees. Each family file registers a `Family`; `create` and `init
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Callable, Mapping
 
@@ -118,7 +119,13 @@ def create(arch: str, **overrides) -> tuple[Any, str, InputSpec, str]:
 
 def abstract_params(arch: str, **overrides):
     """The param tree of `arch` as ShapeDtypeStructs, without allocating or computing anything."""
-    module, _, spec, _ = create(arch, **overrides)
+    return _abstract_params(canonical(arch, **overrides))
+
+
+@functools.lru_cache(maxsize=256)
+def _abstract_params(key: str):
+    # Tracing init of a deep net costs ~1 s; detection and conversion both need the tree.
+    module, _, spec, _ = create(key)
     return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), spec.example(1)))
 
 
@@ -140,3 +147,7 @@ def build(arch: str, params, name: str | None = None, meta: Mapping | None = Non
 
 # Families register themselves on import.
 from jaxprov.models import small  # noqa: E402,F401
+from jaxprov.models import vit  # noqa: E402,F401
+from jaxprov.models import mobilenet_v2, resnet, vgg  # noqa: E402,F401
+from jaxprov.models import cifar_resnet, cifar_vgg, cifar_mobilenet  # noqa: E402,F401
+from jaxprov.models import bert  # noqa: E402,F401
