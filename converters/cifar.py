@@ -12,17 +12,8 @@ import re
 from converters import SourceFamily, register_source
 from converters.rules import torch_layer_rules
 from jaxprov import models
+from converters.torchvision import resnet_rules  # CIFAR ResNets use torchvision's block names
 from jaxprov.models import cifar_mobilenet, cifar_resnet, cifar_vgg
-
-
-def _resnet_rules():
-    block, target = r"layer(\d)\.(\d+)", r"layer\1_\2"
-    return (torch_layer_rules("conv1", "conv1", "conv") + torch_layer_rules("bn1", "bn1", "bn")
-            + torch_layer_rules(rf"{block}\.(conv[12])", rf"{target}/\3", "conv")
-            + torch_layer_rules(rf"{block}\.(bn[12])", rf"{target}/\3", "bn")
-            + torch_layer_rules(rf"{block}\.downsample\.0", f"{target}/downsample_0", "conv")
-            + torch_layer_rules(rf"{block}\.downsample\.1", f"{target}/downsample_1", "bn")
-            + torch_layer_rules("fc", "fc", "linear"))
 
 
 def _vgg_rules(config):
@@ -45,7 +36,7 @@ def rules(arch: str):
     """The rule table for any CIFAR arch key."""
     family, _, config = models.resolve(arch)
     if family.name == "cifar_resnet":
-        return _resnet_rules()
+        return resnet_rules()
     if family.name == "cifar_vgg":
         return _vgg_rules(config)
     return _mobilenet_rules()

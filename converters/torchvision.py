@@ -15,7 +15,7 @@ from jaxprov import models
 from jaxprov.models import mobilenet_v2, resnet, vgg
 
 
-def _resnet_rules() -> list:
+def resnet_rules() -> list:
     """One table for every depth: block indices are back-references, and the plan checks them all."""
     block = r"layer(\d)\.(\d+)"
     return (torch_layer_rules("conv1", "conv1", "conv") + torch_layer_rules("bn1", "bn1", "bn")
@@ -57,7 +57,7 @@ def rules(arch: str) -> list:
     family, _, config = models.resolve(arch)
     if family.name == "vgg":
         return _vgg_rules(config)
-    return _resnet_rules() if family.name == "resnet" else _mobilenet_v2_rules()
+    return resnet_rules() if family.name == "resnet" else _mobilenet_v2_rules()
 
 
 def _variant(variants, num_classes: int, **structure) -> str | None:
