@@ -1,0 +1,198 @@
+"""Run a signature method over a zoo: group by arch, stack, vmap, chunk, compile once, shard.
+
+The only module that knows about batching, devices and compilation. For each arch group the
+params of K models are stacked on a new leading axis and `jax.vmap(method.rows)` runs over them on
+a chunk of C probe items; chunks are padded to a fixed size so each (arch, K, C) compiles once.
+`finalize` then turns each model's rows into its signature. With several local devices the model
+axis is sharded over a 1-D mesh and XLA runs the vmapped program data-parallel.
+
+Strategies: "vmap" (K models per call) or "sequential" (one model per call, same compiled
+function for all). Vmapping conv weights makes convolutions grouped, which can be slower than a
+loop for large convnets; tiny models gain the most. "auto" picks by parameter count; see
+docs/benchmarks.md for the measurements behind the threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxprov.methods.base import DEAD_NORM, Method
+from jaxprov.model import Model
+from jaxprov.probes import Probes
+
+# Above this many parameters, "auto" runs models one at a time (grouped convs stop paying off).
+AUTO_VMAP_MAX_PARAMS = 2_000_000
+# Fraction of a device's memory one compiled call may use for temporaries.
+MEMORY_FRACTION = 0.4
+CPU_MEMORY_BUDGET = 2 * 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How the engine batches. None means: choose from device memory and a compiled cost estimate."""
+
+    model_chunk: int | None = None
+    probe_chunk: int | None = None
+    strategy: str = "auto"  # "auto" | "vmap" | "sequential"
+    dtype: str = "float32"  # "bfloat16": params and probes cast; signatures stay float32
+    shard: bool = True  # shard the model axis over all local devices
+
+    def __post_init__(self):
+        if self.strategy not in ("auto", "vmap", "sequential"):
+            raise ValueError(f"strategy must be auto, vmap or sequential, not {self.strategy!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, not {self.dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Signatures:
+    """One signature per model, rows in the order of `names`."""
+
+    method: Method
+    names: tuple[str, ...]
+    archs: tuple[str, ...]
+    matrix: np.ndarray  # [N, D] float32
+    dead: np.ndarray  # [N] bool: the signature could not be normalised (constant outputs, zero gradients)
+    probes_digest: str
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _cast(tree, dtype: str):
+    if dtype == "float32":
+        return tree
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                                  tree)
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(method: Method, apply: Callable, vmapped: bool, dtype: str):
+    """(rows_fn, finalize_fn), jitted; cached so every chunk of an arch reuses one executable."""
+
+    def rows(params, probes):
+        out = method.rows(apply, _cast(params, dtype), _cast(probes, dtype))
+        return out.astype(jnp.float32)
+
+    if vmapped:
+        return jax.jit(jax.vmap(rows, in_axes=(0, None))), jax.jit(jax.vmap(method.finalize))
+    return jax.jit(rows), jax.jit(method.finalize)
+
+
+def _device_budget(device) -> int:
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # CPU backends may not implement memory_stats
+        stats = {}
+    limit = stats.get("bytes_limit")
+    return int(limit * MEMORY_FRACTION) if limit else CPU_MEMORY_BUDGET
+
+
+def _cost_per_item(rows_fn, params, probes: Probes, vmapped: bool) -> float | None:
+    """Temporary bytes per (model x probe item), from XLA's memory analysis of a small trial chunk."""
+    trial = min(probes.n, 4)
+    chunk = probes.take(0, trial).inputs
+    try:
+        analysis = rows_fn.lower(params, chunk).compile().memory_analysis()
+    except Exception:
+        return None
+    if analysis is None:
+        return None
+    models = jax.tree_util.tree_leaves(params)[0].shape[0] if vmapped else 1
+    total = analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+    return total / (models * trial)
+
+
+def _plan_chunks(config: EngineConfig, n_models: int, n_probes: int, per_item: float | None,
+                 budget: int, n_devices: int, vmapped: bool) -> tuple[int, int]:
+    per_item = per_item or 4 * 2**20  # unknown: assume 4 MiB per model-probe (conservative)
+    items = max(1, int(budget // per_item))  # model x probe items one call may hold
+    if vmapped:
+        k = config.model_chunk or max(1, min(n_models, 32, items // max(1, min(n_probes, 64))))
+        k = math.ceil(k / n_devices) * n_devices
+    else:
+        k = 1
+    c = config.probe_chunk or max(1, min(n_probes, items * (n_devices if vmapped else 1) // k))
+    return k, c
+
+
+def _stack(models: Sequence[Model]):
+    return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]),
+                                  *[m.params for m in models])
+
+
+def _pad_probes(chunk, size: int):
+    n = jax.tree_util.tree_leaves(chunk)[0].shape[0]
+    if n == size:
+        return chunk
+    return jax.tree_util.tree_map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)]), chunk)
+
+
+def signatures(method: Method, models: Sequence[Model], probes: Probes, config: EngineConfig = EngineConfig(),
+               progress: Callable | None = None) -> Signatures:
+    """One signature per model. Models of every arch are allowed; each arch compiles once.
+
+    Args:
+      method: a signature method (jaxprov.methods).
+      models: the zoo, any mix of archs.
+      probes: built by `method.make_probes` (shared by the zoo).
+      config: batching / precision / sharding choices.
+      progress: optional callable(n_done_models) called after each chunk.
+    """
+    if not models:
+        raise ValueError("no models to fingerprint")
+    out: list[np.ndarray | None] = [None] * len(models)
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(models):
+        groups.setdefault(m.arch, []).append(i)
+    devices = jax.local_devices() if config.shard else jax.local_devices()[:1]
+    done = 0
+    for arch, index in groups.items():
+        members = [models[i] for i in index]
+        strategy = config.strategy
+        if strategy == "auto":
+            strategy = "vmap" if members[0].num_params <= AUTO_VMAP_MAX_PARAMS else "sequential"
+        vmapped = strategy == "vmap"
+        rows_fn, fin_fn = _compiled(method, members[0].apply, vmapped, config.dtype)
+        sample = _stack(members[:1]) if vmapped else members[0].params
+        per_item = None if (config.model_chunk and config.probe_chunk) else _cost_per_item(
+            rows_fn, sample, probes, vmapped)
+        n_dev = len(devices) if vmapped else 1
+        k, c = _plan_chunks(config, len(members), probes.n, per_item, _device_budget(devices[0]), n_dev, vmapped)
+        sharding = NamedSharding(Mesh(np.array(devices), ("models",)), PartitionSpec("models")) if (
+            vmapped and n_dev > 1) else None
+        for start in range(0, len(members), k):
+            chunk_models = members[start:start + k]
+            if vmapped:
+                padded = chunk_models + [chunk_models[-1]] * (k - len(chunk_models))
+                params = _stack(padded)
+                params = jax.device_put(params, sharding) if sharding is not None else params
+            else:
+                params = chunk_models[0].params
+            rows = []
+            for p0 in range(0, probes.n, c):
+                part = probes.take(p0, min(p0 + c, probes.n)).inputs
+                valid = min(c, probes.n - p0)
+                r = rows_fn(params, _pad_probes(part, c))
+                rows.append(r[:, :valid] if vmapped else r[:valid])
+            all_rows = jnp.concatenate(rows, axis=1 if vmapped else 0)
+            sig = np.asarray(fin_fn(all_rows))
+            sig = sig[: len(chunk_models)] if vmapped else sig[None]
+            for j, s in enumerate(sig):
+                out[index[start + j]] = s
+            done += len(chunk_models)
+            if progress is not None:
+                progress(done)
+    matrix = np.stack(out).astype(np.float32)
+    dead = np.linalg.norm(matrix, axis=1) <= DEAD_NORM
+    return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
+                      matrix=matrix, dead=dead, probes_digest=probes.digest)
