@@ -51,6 +51,23 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    import jax
+
+    from jaxprov import api, compare as compare_lib
+
+    a, b = api.load(args.a, progress=True), api.load(args.b, progress=True)
+    null = []
+    if args.null:
+        null, failures = compare_lib.load_zoo_directory(args.null)
+        for line in failures:
+            print(f"jaxprov: warning: skipped {line}", file=sys.stderr)
+    result = compare_lib.compare(a, b, args.method or None, null=null, seeds=args.seeds,
+                                 key=jax.random.PRNGKey(args.seed))
+    print(compare_lib.dumps(result) if args.json else result.summary())
+    return 0
+
+
 def _cmd_archs(args) -> int:
     from jaxprov import models
 
@@ -82,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture key, where it cannot be detected")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("compare", help="is B derived from A? per-method similarity and a calibrated verdict")
+    p.add_argument("a", help="the claimed parent (checkpoint, HF directory or stored model)")
+    p.add_argument("b", help="the suspect")
+    p.add_argument("--method", action="append", help="ddv, gradient_field, sac, ipguard, weights, cka "
+                   "(repeatable; default ddv and gradient_field)")
+    p.add_argument("--null", help="a folder of models independent of A: calibrates the verdict")
+    p.add_argument("--seeds", default="mnist", help="probe seeds: mnist, digits, synthetic, a folder or .npy/.npz")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("archs", help="list the architecture keys jaxprov knows")
     p.set_defaults(func=_cmd_archs)

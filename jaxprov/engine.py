@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxprov.errors import JaxprovError
 from jaxprov.methods.base import DEAD_NORM, Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes
@@ -87,6 +88,12 @@ def _compiled(method: Method, apply: Callable, vmapped: bool, dtype: str):
     return jax.jit(rows), jax.jit(method.finalize)
 
 
+@functools.lru_cache(maxsize=128)
+def _compiled_from_params(method: Method, dtype: str):
+    """`method.signature_from_params`, jitted; jit's own cache keeps one executable per param tree."""
+    return jax.jit(lambda params: method.signature_from_params(_cast(params, dtype)).astype(jnp.float32))
+
+
 def _device_budget(device) -> int:
     try:
         stats = device.memory_stats() or {}
@@ -137,6 +144,20 @@ def _pad_probes(chunk, size: int):
         lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)]), chunk)
 
 
+def _stack_signatures(method: Method, out: list[np.ndarray]) -> np.ndarray:
+    """[N, D]. Methods whose length depends on the model (weights: the arch; IPGuard: the output size)
+    are zero-padded to the longest: padding changes no dot product between comparable (equal-length)
+    signatures, and the comparison layer masks the others."""
+    lengths = {len(s) for s in out}
+    if len(lengths) > 1:
+        if not (method.same_arch_only or method.same_output_size_only):
+            raise JaxprovError(f"method {method.name!r} gave signatures of different lengths {sorted(lengths)[:4]}; "
+                               "it should give one length for every model on shared probes")
+        width = max(lengths)
+        out = [np.pad(s, (0, width - len(s))) for s in out]
+    return np.stack(out).astype(np.float32)
+
+
 def signatures(method: Method, models: Sequence[Model], probes: Probes, config: EngineConfig = EngineConfig(),
                progress: Callable | None = None) -> Signatures:
     """One signature per model. Models of every arch are allowed; each arch compiles once.
@@ -158,11 +179,21 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
     done = 0
     for arch, index in groups.items():
         members = [models[i] for i in index]
+        if not method.uses_probes:
+            # Weight-space signatures: no probes, no forward pass; flattening params gains nothing from vmap.
+            from_params = _compiled_from_params(method, config.dtype)
+            for i, m in zip(index, members):
+                out[i] = np.asarray(from_params(m.params))
+            done += len(members)
+            if progress is not None:
+                progress(done)
+            continue
         strategy = config.strategy
         if strategy == "auto":
             strategy = "vmap" if members[0].num_params <= AUTO_VMAP_MAX_PARAMS else "sequential"
         vmapped = strategy == "vmap"
-        rows_fn, fin_fn = _compiled(method, members[0].apply, vmapped, config.dtype)
+        fn = members[0].features if method.uses_features else members[0].apply
+        rows_fn, fin_fn = _compiled(method, fn, vmapped, config.dtype)
         sample = _stack(members[:1]) if vmapped else members[0].params
         per_item = None if (config.model_chunk and config.probe_chunk) else _cost_per_item(
             rows_fn, sample, probes, vmapped)
@@ -192,7 +223,7 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
             done += len(chunk_models)
             if progress is not None:
                 progress(done)
-    matrix = np.stack(out).astype(np.float32)
+    matrix = _stack_signatures(method, out)
     dead = np.linalg.norm(matrix, axis=1) <= DEAD_NORM
     return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
                       matrix=matrix, dead=dead, probes_digest=probes.digest)
