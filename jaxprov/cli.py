@@ -68,6 +68,31 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_scan(args) -> int:
+    import jax
+
+    from jaxprov import scan
+
+    result = scan.scan_directory(args.dir, args.out, args.method or None, seeds=args.seeds,
+                                 key=jax.random.PRNGKey(args.seed))
+    for tag, group in result.groups.items():
+        print(f"{tag}: {len(group['models'])} models -> {group['files']['html']}")
+        for name, sim in group["similarity"].items():
+            best = _top_pairs(sim, 5)
+            print(f"  {name}: most similar pairs")
+            for a, b, v in best:
+                print(f"    {v:+.4f}  {a}  ~  {b}")
+    for line in result.failures:
+        print(f"jaxprov: warning: skipped {line}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def _top_pairs(sim, k):
+    from jaxprov.report import top_pairs
+
+    return top_pairs(list(sim.labels), sim.values, k)
+
+
 def _cmd_archs(args) -> int:
     from jaxprov import models
 
@@ -110,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("scan", help="fingerprint a folder of models; write matrices, heatmaps and an HTML report")
+    p.add_argument("dir", help="a folder of checkpoints, Hugging Face directories and/or stored models")
+    p.add_argument("--out", required=True, help="output folder (reports + the signature store; reruns resume)")
+    p.add_argument("--method", action="append", help="repeatable; default ddv and gradient_field")
+    p.add_argument("--seeds", default="mnist", help="probe seeds: mnist, digits, synthetic, a folder or .npy/.npz")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
+    p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("archs", help="list the architecture keys jaxprov knows")
     p.set_defaults(func=_cmd_archs)

@@ -92,6 +92,7 @@ class Zoo:
         self.method_config = dict(method_config or {})
         self._probes: dict[Any, Probes] = {}
         self._signatures: dict[Any, Signatures] = {}
+        self._sizes: np.ndarray | None = None
 
     @property
     def names(self) -> list[str]:
@@ -133,8 +134,15 @@ class Zoo:
         method = self.method(method)
         sigs = self.signatures(method)
         values = np.asarray(method.pairwise(sigs.matrix, sigs.matrix), np.float64)
-        values = _mask_incomparable(method, sigs, values)
+        values = _mask_incomparable(method, sigs, values, self._output_sizes())
         return Similarity(method.name, tuple(sigs.names), values, tuple(bool(d) for d in sigs.dead))
+
+    def _output_sizes(self) -> np.ndarray:
+        """Each model's output width (last axis), from shapes only: no computation."""
+        if self._sizes is None:
+            self._sizes = np.asarray([jax.eval_shape(m.apply, m.params, m.input_spec.example(1)).shape[-1]
+                                      for m in self.models])
+        return self._sizes
 
     def neighbours(self, method: str | Method, k: int = 5, block: int = 4096) -> dict[str, list[tuple[str, float]]]:
         """Each model's k most similar others, computed block by block: memory O(block x N), never N x N."""
@@ -144,7 +152,7 @@ class Zoo:
         out: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, n, block):
             rows = np.asarray(method.pairwise(sigs.matrix[start:start + block], sigs.matrix), np.float64)
-            rows = _mask_incomparable(method, sigs, rows, row_offset=start)
+            rows = _mask_incomparable(method, sigs, rows, self._output_sizes(), row_offset=start)
             rows[np.arange(rows.shape[0]), np.arange(start, start + rows.shape[0])] = -np.inf  # not yourself
             rows = np.where(np.isnan(rows), -np.inf, rows)
             top = np.argpartition(-rows, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((rows.shape[0], 0), int)
@@ -155,11 +163,16 @@ class Zoo:
         return out
 
 
-def _mask_incomparable(method: Method, sigs: Signatures, values: np.ndarray, row_offset: int = 0) -> np.ndarray:
+def _mask_incomparable(method: Method, sigs: Signatures, values: np.ndarray, out_sizes: np.ndarray,
+                       row_offset: int = 0) -> np.ndarray:
+    """NaN where the method cannot compare a pair: different archs (weight space), different output
+    widths (label agreement); the engine zero-pads such signatures, so their dot products mean nothing."""
     rows = np.arange(row_offset, row_offset + values.shape[0])
     archs = np.asarray(sigs.archs)
     if method.same_arch_only:
         values = np.where(archs[rows][:, None] == archs[None, :], values, np.nan)
+    if method.same_output_size_only:
+        values = np.where(out_sizes[rows][:, None] == out_sizes[None, :], values, np.nan)
     # Dead signatures are all zeros: their dot products are 0, never NaN; keep them, flagged in `dead`.
     return values
 

@@ -29,3 +29,4 @@ def torch_state_dict():
     def numpy_state_dict(module):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     return numpy_state_dict
+from tests.zoo_fixtures import mnist_zoo  # noqa: E402,F401

@@ -48,6 +48,11 @@ class Method:
     name = "method"
     same_arch_only = False
     needs_reference = False  # make_probes runs on a reference model (ModelDiff's PGD twins, boundary points)
+    uses_probes = True  # False: the signature depends on the params alone (`signature_from_params`)
+    uses_features = False  # True: `rows` receives the model's `features(params, x) -> dict` instead of `apply`
+    # Signatures of models with different output sizes have different lengths and cannot be compared
+    # (IPGuard's one-hot labels); the comparison layer must mask such pairs.
+    same_output_size_only = False
 
     def make_probes(self, seeds, key: jax.Array, reference=None):
         """Build this method's probes from seed inputs (a `jaxprov.probes.Probes`), deterministically."""
@@ -56,6 +61,10 @@ class Method:
         return Probes(inputs={"x": seeds.inputs}, meta={**seeds.meta, "method": self.name})
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:
+        raise NotImplementedError
+
+    def signature_from_params(self, params) -> jax.Array:
+        """The signature of a `uses_probes = False` method: a pure function of one model's params."""
         raise NotImplementedError
 
     def finalize(self, rows: jax.Array) -> jax.Array:

@@ -1,0 +1,313 @@
+"""Stored signatures: content-addressed files beside an SQLite manifest, reused across runs.
+
+The DESIGN's rule "a repeated or interrupted run recomputes nothing that is already stored",
+applied to the signatures of "The one idea" (one vector per model on shared probes). A signature
+is a pure function of the model's weights, the method's config, the probes and the compute
+precision, so it is stored under
+
+    key = sha256(params_sha256 | method.config_digest() | probes.digest | dtype)
+
+as `signatures/<key[:2]>/<key>.npy`. `manifest.sqlite` records what each file is (model, method,
+probes, the file's own sha256), which models and probes were seen, and every run with its
+arguments and library versions. Files are written to a temporary name and renamed into place,
+manifest rows in transactions; every read re-hashes the file, so a corrupted or vanished entry is
+dropped and recomputed instead of silently returning wrong numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import sys
+import time
+import uuid
+import warnings
+import weakref
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from jaxprov import engine
+from jaxprov.engine import EngineConfig, Signatures
+from jaxprov.errors import StoreError
+from jaxprov.methods.base import DEAD_NORM, Method
+from jaxprov.model import Model
+from jaxprov.probes import Probes
+from jaxprov.store import params_digest
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.sqlite"
+SAVE_EVERY = 64  # models per engine call: what an interruption can lose at most, per arch
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    params_sha256 TEXT PRIMARY KEY, name TEXT, arch TEXT, source_path TEXT, source_sha256 TEXT,
+    lineage TEXT);
+CREATE TABLE IF NOT EXISTS signatures (
+    key TEXT PRIMARY KEY, params_sha256 TEXT NOT NULL, method TEXT NOT NULL, config_digest TEXT NOT NULL,
+    probes_digest TEXT NOT NULL, dtype TEXT NOT NULL, path TEXT NOT NULL, file_sha256 TEXT NOT NULL,
+    dead INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, finished REAL, argv TEXT, config TEXT,
+    versions TEXT, stats TEXT);
+CREATE TABLE IF NOT EXISTS probes (digest TEXT PRIMARY KEY, path TEXT NOT NULL, meta TEXT);
+"""
+
+# Hashing a big params tree costs ~1 s/GB; a Model is immutable, so once per object is enough.
+_PARAMS_SHA256: "weakref.WeakKeyDictionary[Model, str]" = weakref.WeakKeyDictionary()
+
+
+def model_digest(model: Model) -> str:
+    """`jaxprov.store.params_digest(model.params)`, computed once per Model object."""
+    digest = _PARAMS_SHA256.get(model)
+    if digest is None:
+        digest = _PARAMS_SHA256[model] = params_digest(model.params)
+    return digest
+
+
+def signature_key(params_sha256: str, config_digest: str, probes_digest: str, dtype: str = "float32") -> str:
+    """The content address of one signature (precision included: bfloat16 rows differ from float32)."""
+    return hashlib.sha256("|".join((params_sha256, config_digest, probes_digest, dtype)).encode()).hexdigest()
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    import flax
+    import jax
+
+    from jaxprov import __version__
+
+    return {"jaxprov": __version__, "jax": jax.__version__, "jaxlib": version("jaxlib"),
+            "flax": flax.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary sibling, fsync, rename over `path`: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class SignatureStore:
+    """A directory of stored signatures and probes with its manifest.
+
+    Layout: `manifest.sqlite`, `signatures/<key[:2]>/<key>.npy`, `probes/<digest>.npz`. Paths in
+    the manifest are relative to the root, so a store can be moved or copied as a whole.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.root / MANIFEST}: written by a newer jaxprov (schema v{version}); "
+                                 "upgrade jaxprov or use another store directory")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """One connection per operation, one transaction per `with` (committed, or rolled back on error)."""
+        try:
+            connection = sqlite3.connect(self.root / MANIFEST, timeout=60)
+        except sqlite3.Error as err:
+            raise StoreError(f"{self.root / MANIFEST}: cannot open the manifest ({err})") from None
+        with closing(connection) as db, db:
+            yield db
+
+    def query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        """Rows of a read-only SQL query on the manifest (for inspection and reports)."""
+        with self._db() as db:
+            return db.execute(sql, tuple(args)).fetchall()
+
+    # -- models and probes ------------------------------------------------------------------
+
+    def register_models(self, models: Sequence[Model]) -> None:
+        """Record each model's identity; the first name seen is kept, provenance fills in when known."""
+        rows = []
+        for m in models:
+            source = m.meta.get("source") or {}
+            lineage = m.meta.get("lineage")
+            rows.append((model_digest(m), m.name, m.arch, source.get("path"), source.get("sha256"),
+                         None if lineage is None else json.dumps(lineage, sort_keys=True, default=str)))
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(params_sha256) DO UPDATE SET "
+                "source_path = COALESCE(source_path, excluded.source_path), "
+                "source_sha256 = COALESCE(source_sha256, excluded.source_sha256), "
+                "lineage = COALESCE(lineage, excluded.lineage)", rows)
+
+    def save_probes(self, probes: Probes) -> Path:
+        """Store the probes once under their digest (a later run can reload exactly these)."""
+        relative = f"probes/{probes.digest}.npz"
+        path = self.root / relative
+        with self._db() as db:
+            known = db.execute("SELECT 1 FROM probes WHERE digest = ?", (probes.digest,)).fetchone()
+        if known and path.is_file():
+            return path
+        probes.save(path)
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO probes VALUES (?, ?, ?)",
+                       (probes.digest, relative, json.dumps(probes.meta, sort_keys=True, default=str)))
+        return path
+
+    def load_probes(self, digest: str) -> Probes:
+        """Stored probes by digest; `Probes.load` re-checks the digest of what it reads."""
+        row = self.query("SELECT path FROM probes WHERE digest = ?", (digest,))
+        if not row:
+            raise StoreError(f"{self.root}: no stored probes with digest {digest[:16]}...")
+        return Probes.load(self.root / row[0][0])
+
+    # -- signatures -------------------------------------------------------------------------
+
+    def get(self, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Stored signatures for `keys`, each re-hashed against the manifest.
+
+        Returns (found: key -> vector, dropped: key -> why). Dropped entries (file missing, hash
+        mismatch, unreadable) are removed from the manifest and disk, so they count as missing.
+        """
+        unique = list(dict.fromkeys(keys))
+        rows: dict[str, tuple[str, str]] = {}
+        with self._db() as db:
+            for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
+                part = unique[start:start + 500]
+                marks = ",".join("?" * len(part))
+                for key, path, sha in db.execute(
+                        f"SELECT key, path, file_sha256 FROM signatures WHERE key IN ({marks})", part):
+                    rows[key] = (path, sha)
+        found, dropped = {}, {}
+        for key, (relative, sha) in rows.items():
+            try:
+                data = (self.root / relative).read_bytes()
+            except FileNotFoundError:
+                dropped[key] = "file missing"
+                continue
+            if hashlib.sha256(data).hexdigest() != sha:
+                dropped[key] = "sha256 mismatch"
+                continue
+            try:
+                found[key] = np.load(io.BytesIO(data), allow_pickle=False)
+            except ValueError:
+                dropped[key] = "unreadable"
+        if dropped:
+            self._drop(dropped, rows)
+        return found, dropped
+
+    def _drop(self, dropped: dict[str, str], rows: dict[str, tuple[str, str]]) -> None:
+        with self._db() as db:
+            db.executemany("DELETE FROM signatures WHERE key = ?", [(k,) for k in dropped])
+        for key in dropped:
+            (self.root / rows[key][0]).unlink(missing_ok=True)
+
+    def put(self, entries: Sequence[tuple[str, np.ndarray, Model]], method: Method, probes_digest: str,
+            dtype: str = "float32") -> None:
+        """Store (key, signature, model) triples: files first, then their manifest rows in one transaction.
+
+        A crash between the two leaves only an unlisted file, which the next run overwrites.
+        """
+        rows = []
+        for key, vector, model in entries:
+            vector = np.ascontiguousarray(vector, np.float32)
+            buffer = io.BytesIO()
+            np.save(buffer, vector, allow_pickle=False)
+            data = buffer.getvalue()
+            relative = f"signatures/{key[:2]}/{key}.npy"
+            atomic_write(self.root / relative, data)
+            rows.append((key, model_digest(model), method.name, method.config_digest(), probes_digest, dtype,
+                         relative, hashlib.sha256(data).hexdigest(),
+                         int(np.linalg.norm(vector) <= DEAD_NORM), time.time()))
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO signatures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_run(self, config: dict) -> int:
+        with self._db() as db:
+            cursor = db.execute("INSERT INTO runs (started, argv, config, versions) VALUES (?, ?, ?, ?)",
+                                (time.time(), json.dumps(sys.argv), json.dumps(config, sort_keys=True, default=str),
+                                 json.dumps(_versions(), sort_keys=True)))
+            return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int, stats: dict) -> None:
+        with self._db() as db:
+            db.execute("UPDATE runs SET finished = ?, stats = ? WHERE id = ?",
+                       (time.time(), json.dumps(stats, sort_keys=True), run_id))
+
+
+def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
+                      store: SignatureStore | str | os.PathLike, config: EngineConfig = EngineConfig(),
+                      progress: Callable[[int], None] | None = None, save_every: int = SAVE_EVERY) -> Signatures:
+    """`jaxprov.engine.signatures`, computing only what `store` does not already hold.
+
+    Missing signatures are computed per arch in engine calls of at most `save_every` models, and
+    each call's results are stored before the next starts: an interrupted run loses at most one
+    call's work. Models with equal weights share one stored signature and are computed once.
+
+    Args:
+      method, models, probes, config: as for `jaxprov.engine.signatures`.
+      store: a SignatureStore or its root directory.
+      progress: optional callable(n_ready): models (of `models`) whose signature is available, called
+        once for those found in the store (if any) and after each computed chunk is stored.
+      save_every: models per engine call, i.e. how often results are written.
+
+    Returns:
+      The Signatures the engine would return, rows in the order of `models`.
+    """
+    if not models:
+        raise ValueError("no models to fingerprint")
+    if save_every < 1:
+        raise ValueError(f"save_every must be >= 1, not {save_every}")
+    store = store if isinstance(store, SignatureStore) else SignatureStore(store)
+    run_id = store.start_run({"method": method.config(), "engine": dataclasses.asdict(config),
+                              "probes": probes.digest, "models": [m.name for m in models]})
+    store.save_probes(probes)
+    store.register_models(models)
+    keys = [signature_key(model_digest(m), method.config_digest(), probes.digest, config.dtype) for m in models]
+    found, dropped = store.get(keys)
+    if dropped:
+        noun = "entry" if len(dropped) == 1 else "entries"
+        warnings.warn(f"signature store {store.root}: {len(dropped)} damaged {noun} removed and recomputed "
+                      f"({', '.join(sorted(set(dropped.values())))})", stacklevel=2)
+    hits = sum(k in found for k in keys)
+    if hits and progress is not None:
+        progress(hits)
+
+    # One model per missing key (equal weights compute once), grouped by arch in first-seen order.
+    todo: dict[str, dict[str, Model]] = {}
+    for key, model in zip(keys, models):
+        if key not in found:
+            todo.setdefault(model.arch, {}).setdefault(key, model)
+    computed = 0
+    for group in todo.values():
+        items = list(group.items())
+        for start in range(0, len(items), save_every):
+            chunk = items[start:start + save_every]
+            result = engine.signatures(method, [m for _, m in chunk], probes, config)
+            store.put([(key, vector, model) for (key, model), vector in zip(chunk, result.matrix)],
+                      method, probes.digest, config.dtype)
+            found.update((key, vector) for (key, _), vector in zip(chunk, result.matrix))
+            computed += len(chunk)
+            if progress is not None:
+                progress(sum(k in found for k in keys))
+
+    # The engine's own stacking rule: signatures whose length depends on the arch are zero-padded.
+    matrix = engine._stack_signatures(method, [found[k] for k in keys])
+    store.finish_run(run_id, {"models": len(models), "hits": hits, "computed": computed,
+                              "dropped": dict(dropped)})
+    return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
+                      matrix=matrix, dead=np.linalg.norm(matrix, axis=1) <= DEAD_NORM, probes_digest=probes.digest)

@@ -1,0 +1,97 @@
+"""`jaxprov scan`: fingerprint a folder of models and write similarity matrices and reports.
+
+Mixed folders are fine: checkpoint files and Hugging Face directories are converted, stored models
+are loaded, unreadable entries are listed and skipped, and models are grouped by input kind (one
+report per group, since a group shares one set of probes). Signatures go through the
+content-addressed store under OUT/store, so a repeated or interrupted scan recomputes nothing that
+is already stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Sequence
+
+import jax
+
+from jaxprov import compare as compare_lib
+from jaxprov.engine import EngineConfig
+from jaxprov.errors import JaxprovError
+from jaxprov.model import Model
+
+
+@dataclasses.dataclass
+class ScanResult:
+    groups: dict[str, dict]  # group tag -> {"models": [...], "similarity": {method: Similarity}, "files": {...}}
+    failures: list[str]
+
+
+def _group_tag(model: Model) -> str:
+    spec = model.input_spec
+    return spec.modality if spec.modality == "text" else f"{spec.modality}-{'x'.join(map(str, spec.shape))}"
+
+
+def _progress(desc: str, total: int, enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="model", leave=False)
+
+    def update(done: int) -> None:
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str] | None = None, *,
+                seeds: str = "mnist", key: jax.Array | None = None, engine: EngineConfig = EngineConfig(),
+                failures: Sequence[str] = (), method_config: dict | None = None, progress: bool = True,
+                title: str = "jaxprov scan") -> ScanResult:
+    """Fingerprint `models` with each method and write reports under `out` (one folder per input kind)."""
+    from jaxprov.cache import SignatureStore
+    from jaxprov.report import write_report
+
+    if not models:
+        raise JaxprovError("nothing to scan: no readable models")
+    methods = list(methods or compare_lib.methods_lib.DEFAULT_METHODS)
+    out = Path(out)
+    store = SignatureStore(out / "store")
+    groups: dict[str, list[Model]] = {}
+    for m in models:
+        groups.setdefault(_group_tag(m), []).append(m)
+    result = ScanResult(groups={}, failures=list(failures))
+    for tag, members in groups.items():
+        target = out if len(groups) == 1 else out / tag
+        zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, store=store, method_config=method_config)
+        sims, timings = {}, {}
+        for name in methods:
+            start = time.perf_counter()
+            update, close = _progress(f"{name} ({tag})", len(members), progress)
+            try:
+                zoo.signatures(name, progress=update)
+            finally:
+                close()
+            sims[name] = zoo.similarity(name)
+            timings[name] = round(time.perf_counter() - start, 3)
+        info = {m.name: {"arch": m.arch, "params": m.num_params,
+                         "parent": (m.meta.get("lineage") or {}).get("parent"),
+                         "derivation": (m.meta.get("lineage") or {}).get("derivation"),
+                         "dead": any(s.dead[i] for s in sims.values())} for i, m in enumerate(members)}
+        metadata = {"seeds": seeds, "reference": zoo.reference.name, "seconds": timings,
+                    "probes": {name: zoo.probes(name).digest for name in methods},
+                    "skipped": list(failures)}
+        files = write_report(target, zoo.names, {n: s.values for n, s in sims.items()}, info=info,
+                             metadata=metadata, title=f"{title}: {tag}")
+        result.groups[tag] = {"models": members, "similarity": sims, "files": files, "zoo": zoo}
+    return result
+
+
+def scan_directory(directory: str | Path, out: str | Path, methods: Sequence[str] | None = None, **kwargs) -> ScanResult:
+    models, failures = compare_lib.load_zoo_directory(directory)
+    if not models:
+        raise JaxprovError(f"{directory}: no readable models ({len(failures)} entries failed: "
+                           + "; ".join(failures[:3]) + ")")
+    return scan_models(models, out, methods, failures=failures, **kwargs)

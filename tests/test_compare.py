@@ -1,0 +1,87 @@
+"""The comparison layer: labelled matrices, memory-bounded neighbours, calibrated verdicts, masks."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxprov import models
+from jaxprov.compare import Zoo, check_compatible, compare, empirical_p
+from jaxprov.errors import JaxprovError
+
+
+@pytest.fixture(scope="module")
+def zoo(mnist_zoo):
+    members = [mnist_zoo[k] for k in ("base", "finetuned", "pruned", "distilled")] + mnist_zoo["independent"]
+    return Zoo(members, seeds="mnist", key=jax.random.PRNGKey(0), method_config={"cka": {"n_seeds": 64}})
+
+
+def test_similarity_matrix_is_labelled_and_symmetric(zoo):
+    sim = zoo.similarity("cka")
+    n = len(zoo.models)
+    assert sim.values.shape == (n, n) and sim.labels == tuple(zoo.names)
+    np.testing.assert_allclose(np.diag(sim.values), 1.0, atol=1e-5)
+    np.testing.assert_allclose(sim.values, sim.values.T, atol=1e-6)
+    assert sim["base", "finetuned"] == pytest.approx(sim.values[0, 1])
+    json.dumps(sim.to_json())
+
+
+def test_neighbours_in_blocks_match_the_full_matrix(zoo):
+    full = zoo.similarity("cka").values.copy()
+    np.fill_diagonal(full, -np.inf)
+    got = zoo.neighbours("cka", k=3, block=3)  # several blocks: never the whole matrix at once
+    for i, name in enumerate(zoo.names):
+        expected = [zoo.names[j] for j in np.argsort(-full[i])[:3]]
+        assert [n for n, _ in got[name]] == expected
+        assert [s for _, s in got[name]] == pytest.approx([full[i, zoo.names.index(n)] for n in expected])
+
+
+def test_verdict_needs_a_null_and_says_so(mnist_zoo):
+    result = compare(mnist_zoo["base"], mnist_zoo["finetuned"], ["cka"])
+    assert result.verdict == "inconclusive" and "no null distribution" in result.reason
+    assert result["cka"].p_value is None
+
+
+def test_verdict_with_a_small_null_is_honest_about_its_resolution(mnist_zoo):
+    result = compare(mnist_zoo["base"], mnist_zoo["finetuned"], ["cka"], null=mnist_zoo["independent"])
+    cka = result["cka"]
+    assert cka.p_value == pytest.approx(1 / 5)  # above all 4 independents: the best p 4 nulls allow
+    assert cka.similarity > max(cka.null)
+    assert result.verdict == "inconclusive" and "at least 19" in result.reason
+    assert json.loads(json.dumps(result.to_json()))["methods"]["cka"]["null_n"] == 4
+
+
+def test_derived_verdict_when_the_null_is_large_enough(mnist_zoo):
+    # 19 independent "null" models: random-init LeNets/MLPs are independent of the trained base.
+    null = [models.init("lenet" if i % 2 else "mlp", jax.random.PRNGKey(100 + i), name=f"null{i}")
+            for i in range(19)]
+    result = compare(mnist_zoo["base"], mnist_zoo["finetuned"], ["cka"], null=null)
+    assert result["cka"].p_value == pytest.approx(1 / 20)
+    assert result.verdict == "derived"
+    independent = compare(mnist_zoo["base"], null[0], ["cka"], null=null[1:])
+    assert independent.verdict in ("independent", "inconclusive") and independent["cka"].p_value > 0.05
+
+
+def test_empirical_p_value():
+    assert empirical_p(0.9, [0.1, 0.2, 0.95]) == pytest.approx(2 / 4)
+    assert empirical_p(1.0, []) == 1.0
+
+
+def test_incomparable_pairs_are_nan_not_garbage():
+    ten = models.init("lenet", jax.random.PRNGKey(0), name="ten")
+    five = models.init("lenet[num_classes=5]", jax.random.PRNGKey(1), name="five")
+    mlp = models.init("mlp", jax.random.PRNGKey(2), name="mlp")
+    zoo = Zoo([ten, five, mlp], seeds="synthetic", key=jax.random.PRNGKey(0),
+              method_config={"ipguard": {"n_seeds": 16}})
+    weights = zoo.similarity("weights").values
+    assert np.isnan(weights[0, 2]) and np.isnan(weights[0, 1])  # other arch / other head shape
+    assert weights[0, 0] == pytest.approx(1.0, abs=1e-5)
+    labels = zoo.similarity("ipguard").values
+    assert np.isnan(labels[0, 1]) and not np.isnan(labels[0, 2])  # 10 vs 5 outputs; 10 vs 10 fine
+
+
+def test_models_with_different_inputs_cannot_share_probes():
+    with pytest.raises(JaxprovError, match="different inputs"):
+        check_compatible([models.init("lenet", jax.random.PRNGKey(0)),
+                          models.init("cifar_resnet20", jax.random.PRNGKey(0))])
