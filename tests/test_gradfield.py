@@ -18,7 +18,6 @@ from jaxprov.methods import get
 from jaxprov.methods.gradfield import GradientField, gauss_legendre, projection_vector
 from jaxprov.models.bert import mean_pool
 from jaxprov.probes import Probes
-from tests.zoo_fixtures import mnist_zoo  # noqa: F401  (pytest fixture)
 
 SEQUENTIAL = EngineConfig(strategy="sequential", shard=False)
 ZOO_ANCHORS, ZOO_STEPS = 32, 20
@@ -52,6 +51,11 @@ def test_gauss_legendre_nodes_and_weights_on_unit_interval():
     np.testing.assert_allclose(np.sum(weights * nodes ** 13), 1 / 14, rtol=1e-6)
 
 
+def test_projection_direction_does_not_depend_on_the_output_size():
+    np.testing.assert_array_equal(projection_vector(3, 0), projection_vector(7, 0)[:3])
+    assert not np.allclose(projection_vector(3, 0), projection_vector(3, 1))
+
+
 @pytest.mark.parametrize("target", ["top1", "sum", "projection"])
 @pytest.mark.parametrize("reference", ["zeros", "random"])
 def test_field_completeness_on_a_smooth_model(target, reference):
@@ -69,7 +73,7 @@ def test_field_completeness_on_a_smooth_model(target, reference):
     np.testing.assert_allclose(field[:, -1].sum(-1), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_random_reference_lies_in_the_valid_box_and_follows_the_key(mnist_zoo):  # noqa: F811
+def test_random_reference_lies_in_the_valid_box_and_follows_the_key(mnist_zoo):
     model = mnist_zoo["base"]
     method = GradientField(n_anchors=3, reference="random")
     seeds = Probes(jnp.asarray(mnist_zoo["data"][0][:3]))
@@ -149,7 +153,7 @@ def test_text_signatures_through_the_engine(tiny_berts):
 
 
 @pytest.fixture(scope="module")
-def zoo_run(mnist_zoo):  # noqa: F811
+def zoo_run(mnist_zoo):
     """The zoo's signatures on 32 test-image anchors x 20 steps, exact and sketched."""
     zoo = mnist_zoo
     derived = [zoo["finetuned"], zoo["pruned"], zoo["distilled"]]

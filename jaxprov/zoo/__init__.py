@@ -4,7 +4,8 @@ Provenance methods are judged on pairs whose relation is known by construction; 
 here carries `meta["lineage"] = {"parent": ..., "derivation": ..., ...settings}`.
 """
 
-from jaxprov.zoo.train import (
+from jaxprov.zoo import derive  # noqa: F401  (the module, for its source digest)
+from jaxprov.zoo.derive import (
     accuracy, distill, finetune, head_name, predict, prune, quantize_int8, train)
 
 __all__ = ["accuracy", "distill", "finetune", "head_name", "predict", "prune", "quantize_int8", "train"]
