@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ from jaxprov.probes import Probes
 # "auto" vmaps only models this small and without convolution kernels (see the module docstring).
 AUTO_VMAP_MAX_PARAMS = 50_000_000
 # Fraction of a device's memory one compiled call may use for temporaries.
-MEMORY_FRACTION = 0.4
+MEMORY_FRACTION = 0.25
 CPU_MEMORY_BUDGET = 2 * 2**30
 
 
@@ -201,7 +201,10 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
         vmapped = strategy == "vmap"
         fn = members[0].features if method.uses_features else members[0].apply
         rows_fn, fin_fn = _compiled(method, fn, vmapped, config.dtype)
-        sample = _stack(members[:1]) if vmapped else members[0].params
+        # Estimate memory with as many models as one call will hold: grouped-conv workspaces grow
+        # faster than linearly in the model count, so a one-model trial underestimates.
+        trial_k = min(len(members), config.model_chunk or 8) if vmapped else 1
+        sample = _stack(members[:trial_k]) if vmapped else members[0].params
         per_item = None if (config.model_chunk and config.probe_chunk) else _cost_per_item(
             rows_fn, sample, probes, vmapped)
         n_dev = len(devices) if vmapped else 1

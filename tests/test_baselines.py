@@ -13,7 +13,6 @@ from jaxprov.errors import JaxprovError
 from jaxprov.methods import baselines
 from jaxprov.methods.base import Method
 from jaxprov.probes import Probes, seeds
-from tests.zoo_fixtures import mnist_zoo  # noqa: F401  (pytest fixture)
 
 N_PROBES = 12
 SEQUENTIAL = EngineConfig(strategy="sequential", probe_chunk=7, shard=False)

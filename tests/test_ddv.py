@@ -17,7 +17,6 @@ from jaxprov.methods import get
 from jaxprov.methods.ddv import DDV
 from jaxprov.models.small import MNIST_STD
 from jaxprov.probes import Probes
-from tests.zoo_fixtures import mnist_zoo  # noqa: F401  (pytest fixture)
 
 N_SEEDS = 23  # odd on purpose: probe chunks of 7 and 5 leave a padded remainder
 SEQUENTIAL = EngineConfig(strategy="sequential", shard=False)

@@ -4,7 +4,6 @@ and every bad input reaches the user as one line with exit code 2 and nothing ha
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Parity of the ViT port with torchvision's VisionTransformer, and architecture detection."""
 
-import numpy as np
 import pytest
 import torch
 import torchvision

@@ -37,6 +37,21 @@ def safe_normalize(v: jax.Array, eps: float = DEAD_NORM) -> jax.Array:
     return jnp.where(norm > eps, v / jnp.maximum(norm, eps), jnp.zeros_like(v))
 
 
+def unit_rows(v: jax.Array, eps: float = DEAD_NORM) -> jax.Array:
+    """Unit vectors along the last axis; a zero vector stays zero (no NaN)."""
+    norm = jnp.linalg.norm(v, axis=-1, keepdims=True)
+    return jnp.where(norm > eps, v / jnp.maximum(norm, eps), jnp.zeros_like(v))
+
+
+def continuous_inputs(seeds, method: str) -> jax.Array:
+    """Seed inputs as a float array; token ids (text) cannot be perturbed or interpolated."""
+    from jaxprov.errors import JaxprovError
+
+    if isinstance(seeds.inputs, dict):
+        raise JaxprovError(f"{method} needs continuous inputs (images or vectors); token ids are not one")
+    return jnp.asarray(seeds.inputs, jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """Base class: subclasses are frozen dataclasses whose fields are the method's config.

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import Apply, Method, safe_normalize
+from jaxprov.methods.base import Apply, Method, continuous_inputs, safe_normalize, unit_rows
 
 # Below this norm an output / feature vector has no direction: it counts as zero, never NaN.
 _TINY_NORM = 1e-12
@@ -48,17 +48,9 @@ PAIRWISE_CHUNK_ELEMENTS = 2**26
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _continuous(seeds, method: str) -> jax.Array:
-    if isinstance(seeds.inputs, dict):
-        raise JaxprovError(f"{method} needs continuous inputs (images or vectors); token ids are not one")
-    return jnp.asarray(seeds.inputs, jnp.float32)
-
-
 def _unit_rows(out: jax.Array) -> jax.Array:
-    """Each row divided by its norm; zero rows stay zero."""
-    out = out.reshape(out.shape[0], -1).astype(jnp.float32)
-    norm = jnp.linalg.norm(out, axis=1, keepdims=True)
-    return jnp.where(norm > _TINY_NORM, out / jnp.maximum(norm, _TINY_NORM), 0.0)
+    """Each example's output, flattened, as a unit vector; zero rows stay zero."""
+    return unit_rows(out.reshape(out.shape[0], -1).astype(jnp.float32))
 
 
 def _upper(matrix: jax.Array, k: int) -> jax.Array:
@@ -115,7 +107,7 @@ class SAC(Method):
         x = seeds.inputs
         meta = {**seeds.meta, "method": self.name, "config": self.config()}
         if self.cutmix:
-            x = _continuous(seeds, self.name)
+            x = continuous_inputs(seeds, self.name)
             if x.ndim != 4:
                 raise JaxprovError("SAC's CutMix probes need NHWC images")
             x = cutmix(x, key)
@@ -223,7 +215,7 @@ class IPGuard(Method):
         if reference is None:
             raise JaxprovError("ipguard needs a reference model to find decision-boundary points on; "
                                "pass reference=<a Model of the zoo>")
-        x = _continuous(seeds, self.name)
+        x = continuous_inputs(seeds, self.name)
         bounds = reference.input_spec.bounds() or (-np.inf, np.inf)
         # Per-channel (or scalar) bounds, shaped to broadcast over the channel (last) axis.
         shape = (1,) * (x.ndim - 1) + (-1,)

@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import Apply, Method
-from jaxprov.methods.baselines import _continuous, _unit_rows
+from jaxprov.methods.base import Apply, Method, continuous_inputs, unit_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +92,7 @@ class DDV(Method):
         if reference is None:
             raise JaxprovError("ddv needs a reference model to craft its PGD twins on (ModelDiff); "
                                "pass reference=<a Model of the zoo>")
-        x = _continuous(seeds, self.name)
+        x = continuous_inputs(seeds, self.name)
         twins = _twins(self, reference.apply, reference.params, x, key)
         meta = {**seeds.meta, "method": self.name, "config": self.config(), "pgd_key": _key_repr(key),
                 "reference": {"name": reference.name, "arch": reference.arch,
@@ -109,7 +108,8 @@ class DDV(Method):
         """
         n = probes["x"].shape[0]
         # One forward pass over seeds and twins together.
-        unit = _unit_rows(apply(params, jnp.concatenate([probes["x"], probes["x_adv"]], axis=0)))
+        out = apply(params, jnp.concatenate([probes["x"], probes["x_adv"]], axis=0))
+        unit = unit_rows(out.reshape(out.shape[0], -1).astype(jnp.float32))
         return 0.5 * jnp.sum(jnp.square(unit[:n] - unit[n:]), axis=1)
 
 

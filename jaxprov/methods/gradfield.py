@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import DEAD_NORM, Apply, Method
+from jaxprov.methods.base import Apply, Method, unit_rows
 from jaxprov.models.bert import mean_pool
 
 TARGETS = ("auto", "top1", "sum", "projection")
@@ -72,12 +72,6 @@ def projection_vector(size: int, seed: int) -> jax.Array:
     """
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), ()))(jnp.arange(size))
-
-
-def _normalize_rows(v: jax.Array) -> jax.Array:
-    """Unit vectors along the last axis; a zero vector stays zero (no NaN)."""
-    norm = jnp.linalg.norm(v, axis=-1, keepdims=True)
-    return jnp.where(norm > DEAD_NORM, v / jnp.maximum(norm, DEAD_NORM), jnp.zeros_like(v))
 
 
 def _is_text(x: Any) -> bool:
@@ -187,7 +181,7 @@ class GradientField(Method):
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:
         """Unit (sketched) field vectors [anchors, steps, sketch_dim or D]."""
-        points = _normalize_rows(self.field(apply, params, probes))
+        points = unit_rows(self.field(apply, params, probes))
         if self.sketch_dim is None:
             return points
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), 0)
@@ -201,7 +195,7 @@ class GradientField(Method):
             return step_points @ (matrix / math.sqrt(self.sketch_dim))
 
         sketched = jax.lax.map(sketch_step, (jnp.swapaxes(points, 0, 1), jnp.arange(self.steps)))
-        return _normalize_rows(jnp.swapaxes(sketched, 0, 1))
+        return unit_rows(jnp.swapaxes(sketched, 0, 1))
 
     def finalize(self, rows: jax.Array) -> jax.Array:
         """Concatenated unit vectors / sqrt(points): dot products are mean cosines over points."""

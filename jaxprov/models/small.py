@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxprov.model import InputSpec
 from jaxprov.models import Family, register
