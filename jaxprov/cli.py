@@ -54,7 +54,7 @@ def _cmd_info(args) -> int:
 def _cmd_compare(args) -> int:
     import jax
 
-    from jaxprov import api, compare as compare_lib
+    from jaxprov import api, comparison as compare_lib
 
     a, b = api.load(args.a, progress=True), api.load(args.b, progress=True)
     null = []

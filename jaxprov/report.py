@@ -211,7 +211,7 @@ def write_report(out_dir, labels: Sequence[str], similarity, *, info: Mapping[st
       info: optional per-model facts {label: {"arch": ..., "dead": ..., ...}} (JSON and an HTML table).
       verdicts: optional per-pair verdicts, dicts with "a", "b", "verdict" and optionally "method"
         (a verdict without "method" applies to every method) plus any numbers (p-value, threshold);
-        `jaxprov.compare.Comparison.to_json()` fits as is (its per-method verdicts come first).
+        `jaxprov.comparison.Comparison.to_json()` fits as is (its per-method verdicts come first).
       metadata: run facts (probes digest, seeds, versions, timings) shown on the page and kept in JSON.
       title: page title.
       top: pairs ranked per method.

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import jax
 
-from jaxprov import compare as compare_lib
+from jaxprov import comparison as compare_lib
 from jaxprov.engine import EngineConfig
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxprov import models
-from jaxprov.compare import Zoo, check_compatible, compare, empirical_p
+from jaxprov.comparison import Zoo, check_compatible, compare, empirical_p
 from jaxprov.errors import JaxprovError
 
 

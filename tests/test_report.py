@@ -112,7 +112,7 @@ def test_large_zoo_heatmap_and_shape_check(tmp_path):
 def test_verdicts_follow_their_method():
     labels = ["a", "b", "c"]
     matrix = np.array([[1.0, 0.9, 0.5], [0.9, 1.0, 0.1], [0.5, 0.1, 1.0]], np.float32)
-    verdicts = [  # the shape of jaxprov.compare.Comparison.to_json(), and a plain one for every method
+    verdicts = [  # the shape of jaxprov.comparison.Comparison.to_json(), and a plain one for every method
         {"a": "b", "b": "a", "verdict": "derived",
          "methods": {"ddv": {"verdict": "derived"}, "sac": {"verdict": "inconclusive"}}},
         {"a": "a", "b": "c", "verdict": "independent"},
