@@ -262,7 +262,9 @@ def _method_verdict(score: float, null: Sequence[float], dead: bool, alpha: floa
     p = empirical_p(score, null)
     if p <= alpha:
         return p, "derived"
-    if p >= INDEPENDENT_P:
+    # A suspect more similar than every independent model is never called independent, however
+    # large p is because the null is small (one null model: p = 1/2).
+    if p >= INDEPENDENT_P and max(null) >= score:
         return p, "independent"
     return p, "inconclusive"
 

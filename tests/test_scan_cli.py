@@ -1,0 +1,73 @@
+"""`jaxprov scan` and `jaxprov compare` from the command line, on a mixed folder with a broken file."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import jaxprov
+from jaxprov.cli import main
+from tests.torch_reference import LeNet
+
+FAST = ["--method", "ddv", "--method", "cka"]
+
+
+@pytest.fixture
+def folder(tmp_path, mnist_zoo):
+    d = tmp_path / "models"
+    d.mkdir()
+    for name in ("base", "finetuned", "distilled"):
+        jaxprov.save_model(mnist_zoo[name], d / name)
+    jaxprov.save_model(mnist_zoo["independent"][0], d / "independent0")
+    torch.manual_seed(0)
+    torch.save(LeNet().state_dict(), d / "untrained.pt")  # a checkpoint: converted on the fly
+    (d / "broken.pt").write_bytes(b"PK\x03\x04 not really a zip")  # unreadable: skipped, listed
+    (d / "notes.txt").write_text("not a model")  # not a checkpoint suffix: ignored
+    return d
+
+
+def test_scan_writes_reports_skips_broken_files_and_resumes(folder, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "scan"
+    assert main(["scan", str(folder), "--out", str(out), *FAST]) == 1  # non-zero: one file was skipped
+    captured = capsys.readouterr()
+    assert "broken.pt" in captured.err and "truncated or corrupt" in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(report["labels"]) == ["base", "distilled", "finetuned", "independent0", "untrained"]
+    assert set(report["methods"]) == {"ddv", "cka"}
+    for name in ("similarity-ddv.csv", "heatmap-cka.png", "report.html"):
+        assert (out / name).stat().st_size > 0
+    base, ft = report["labels"].index("base"), report["labels"].index("finetuned")
+    ind = report["labels"].index("independent0")
+    ddv = report["methods"]["ddv"]["matrix"]
+    assert ddv[base][ft] > ddv[base][ind]
+
+    # A rerun finds every signature in the store and computes nothing.
+    from jaxprov import engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the engine ran although every signature was stored")
+
+    monkeypatch.setattr(engine, "signatures", refuse)
+    assert main(["scan", str(folder), "--out", str(out), *FAST]) == 1
+    assert json.loads((out / "report.json").read_text())["methods"]["ddv"]["matrix"] == ddv
+
+
+def test_scan_of_an_empty_folder_and_an_unknown_method(tmp_path, folder, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "empty folder" in capsys.readouterr().err
+    assert main(["scan", str(folder), "--out", str(tmp_path / "o"), "--method", "telepathy"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'telepathy'" in err and err.count("\n") == 1
+
+
+def test_compare_cli_with_a_null_folder(folder, tmp_path, capsys):
+    null = tmp_path / "null"
+    null.mkdir()
+    shutil.copytree(folder / "independent0", null / "independent0")
+    assert main(["compare", str(folder / "base"), str(folder / "finetuned"), "--null", str(null),
+                 "--method", "cka", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["methods"]["cka"]["null_n"] == 1 and result["verdict"] == "inconclusive"
+    assert result["methods"]["cka"]["similarity"] > result["methods"]["cka"]["null_max"]
