@@ -306,7 +306,7 @@ def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
                 progress(sum(k in found for k in keys))
 
     # The engine's own stacking rule: signatures whose length depends on the arch are zero-padded.
-    matrix = engine._stack_signatures(method, [found[k] for k in keys])
+    matrix = engine.stack_signatures(method, [found[k] for k in keys])
     store.finish_run(run_id, {"models": len(models), "hits": hits, "computed": computed,
                               "dropped": dict(dropped)})
     return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),

@@ -151,7 +151,7 @@ def _pad_probes(chunk, size: int):
         lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)]), chunk)
 
 
-def _stack_signatures(method: Method, out: list[np.ndarray]) -> np.ndarray:
+def stack_signatures(method: Method, out: list[np.ndarray]) -> np.ndarray:
     """[N, D]. Methods whose length depends on the model (weights: the arch; IPGuard: the output size)
     are zero-padded to the longest: padding changes no dot product between comparable (equal-length)
     signatures, and the comparison layer masks the others."""
@@ -233,7 +233,7 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
             done += len(chunk_models)
             if progress is not None:
                 progress(done)
-    matrix = _stack_signatures(method, out)
+    matrix = stack_signatures(method, out)
     dead = np.linalg.norm(matrix, axis=1) <= DEAD_NORM
     return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
                       matrix=matrix, dead=dead, probes_digest=probes.digest)
