@@ -26,7 +26,6 @@ import sys
 import time
 import uuid
 import warnings
-import weakref
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -39,7 +38,7 @@ from jaxprov.errors import StoreError
 from jaxprov.methods.base import DEAD_NORM, Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes
-from jaxprov.store import params_digest
+from jaxprov.store import model_digest
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.sqlite"
@@ -58,18 +57,6 @@ CREATE TABLE IF NOT EXISTS runs (
     versions TEXT, stats TEXT);
 CREATE TABLE IF NOT EXISTS probes (digest TEXT PRIMARY KEY, path TEXT NOT NULL, meta TEXT);
 """
-
-# Hashing a big params tree costs ~1 s/GB; a Model is immutable, so once per object is enough.
-_PARAMS_SHA256: "weakref.WeakKeyDictionary[Model, str]" = weakref.WeakKeyDictionary()
-
-
-def model_digest(model: Model) -> str:
-    """`jaxprov.store.params_digest(model.params)`, computed once per Model object."""
-    digest = _PARAMS_SHA256.get(model)
-    if digest is None:
-        digest = _PARAMS_SHA256[model] = params_digest(model.params)
-    return digest
-
 
 def signature_key(params_sha256: str, config_digest: str, probes_digest: str, dtype: str = "float32") -> str:
     """The content address of one signature (precision included: bfloat16 rows differ from float32)."""

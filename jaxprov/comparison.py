@@ -29,12 +29,8 @@ DERIVED_ALPHA = 0.05  # p <= alpha: derived
 INDEPENDENT_P = 0.25  # p >= this: the suspect sits inside the null's bulk: independent
 
 
-def _method(m: str | Method) -> Method:
-    return methods_lib.get(m) if isinstance(m, str) else m
-
-
 def _n_seeds(method: Method, default: int) -> int:
-    for field in ("n_seeds", "n_anchors", "n_probes"):
+    for field in ("n_seeds", "n_anchors"):
         if hasattr(method, field):
             return int(getattr(method, field))
     return default
@@ -329,6 +325,7 @@ def _overall(results: Sequence[MethodResult], n_null: int, alpha: float) -> tupl
 def load_zoo_directory(directory: str | Path) -> tuple[list[Model], list[str]]:
     """Every model in a folder (checkpoint files, HF directories, stored models), plus one line per
     entry that could not be read. Entries are visited in sorted order; names are the entry names."""
+    from converters.readers import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
     from jaxprov import api
 
     directory = Path(directory)
@@ -339,7 +336,7 @@ def load_zoo_directory(directory: str | Path) -> tuple[list[Model], list[str]]:
         raise JaxprovError(f"{directory}: empty folder; put checkpoints or converted models in it")
     models, failures = [], []
     for entry in entries:
-        if entry.is_file() and entry.suffix not in (".pt", ".pth", ".bin", ".ckpt", ".safetensors"):
+        if entry.is_file() and entry.suffix not in TORCH_SUFFIXES + SAFETENSORS_SUFFIXES:
             continue
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -351,11 +348,6 @@ def load_zoo_directory(directory: str | Path) -> tuple[list[Model], list[str]]:
         except JaxprovError as err:
             failures.append(str(err))
     return models, failures
-
-
-def signatures_to_json(sigs: Signatures) -> dict:
-    return {"method": sigs.method.config(), "names": list(sigs.names), "archs": list(sigs.archs),
-            "dead": [bool(d) for d in sigs.dead], "probes_digest": sigs.probes_digest}
 
 
 def dumps(obj: Any) -> str:

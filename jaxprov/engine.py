@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprov.errors import JaxprovError
 from jaxprov.methods.base import DEAD_NORM, Method
-from jaxprov.model import Model
+from jaxprov.model import Model, stack_params
 from jaxprov.probes import Probes
 
 # "auto" vmaps only models this small and without convolution kernels (see the module docstring).
@@ -138,11 +138,6 @@ def _plan_chunks(config: EngineConfig, n_models: int, n_probes: int, per_item: f
     return k, c
 
 
-def _stack(models: Sequence[Model]):
-    # jnp.stack: params already on the accelerator (a zoo built or loaded there) stay there.
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[m.params for m in models])
-
-
 def _pad_probes(chunk, size: int):
     n = jax.tree_util.tree_leaves(chunk)[0].shape[0]
     if n == size:
@@ -204,7 +199,7 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
         # Estimate memory with as many models as one call will hold: grouped-conv workspaces grow
         # faster than linearly in the model count, so a one-model trial underestimates.
         trial_k = min(len(members), config.model_chunk or 8) if vmapped else 1
-        sample = _stack(members[:trial_k]) if vmapped else members[0].params
+        sample = stack_params(members[:trial_k]) if vmapped else members[0].params
         per_item = None if (config.model_chunk and config.probe_chunk) else _cost_per_item(
             rows_fn, sample, probes, vmapped)
         n_dev = len(devices) if vmapped else 1
@@ -215,7 +210,7 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
             chunk_models = members[start:start + k]
             if vmapped:
                 padded = chunk_models + [chunk_models[-1]] * (k - len(chunk_models))
-                params = _stack(padded)
+                params = stack_params(padded)
                 params = jax.device_put(params, sharding) if sharding is not None else params
             else:
                 params = chunk_models[0].params

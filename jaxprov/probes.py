@@ -199,7 +199,7 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     if source == "synthetic":
         raw = np.asarray(jax.random.uniform(key, (n, *spec.shape), jnp.float32))
         return Probes(adapt(raw, spec) if spec.modality == "image" else jnp.asarray(raw),
-                      {"source": "synthetic", "n": n, "key": _key_repr(key)})
+                      {"source": "synthetic", "n": n, "key": key_repr(key)})
     if source == "mnist":
         raw, _ = mnist_images()
     elif source == "digits":
@@ -214,7 +214,7 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     if n > len(raw):
         raise JaxprovError(f"{source}: asked for {n} seeds but it holds only {len(raw)} inputs")
     index = np.sort(np.asarray(jax.random.choice(key, len(raw), (n,), replace=False)))
-    return Probes(adapt(raw[index], spec), {"source": str(source), "n": n, "key": _key_repr(key),
+    return Probes(adapt(raw[index], spec), {"source": str(source), "n": n, "key": key_repr(key),
                                             "index_sha256": hashlib.sha256(index.tobytes()).hexdigest()[:16]})
 
 
@@ -231,9 +231,9 @@ def text_seeds(path: str | os.PathLike, tokenizer_dir: str | os.PathLike, n: int
     batch = tokenizer([lines[i] for i in index], padding="max_length", truncation=True, max_length=max_length,
                       return_tensors="np")
     inputs = {k: np.asarray(v, np.int32) for k, v in batch.items()}
-    return Probes(inputs, {"source": str(path), "n": n, "key": _key_repr(key), "max_length": max_length})
+    return Probes(inputs, {"source": str(path), "n": n, "key": key_repr(key), "max_length": max_length})
 
 
-def _key_repr(key: jax.Array) -> list[int]:
+def key_repr(key: jax.Array) -> list[int]:
     data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     return [int(v) for v in np.asarray(data).ravel()]

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ def params_digest(params) -> str:
         digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+# Hashing a big params tree costs ~1 s/GB; a Model is immutable, so once per object is enough.
+_PARAMS_SHA256: "weakref.WeakKeyDictionary[Model, str]" = weakref.WeakKeyDictionary()
+
+
+def model_digest(model: Model) -> str:
+    """`jaxprov.store.params_digest(model.params)`, computed once per Model object."""
+    digest = _PARAMS_SHA256.get(model)
+    if digest is None:
+        digest = _PARAMS_SHA256[model] = params_digest(model.params)
+    return digest
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

@@ -102,7 +102,7 @@ class SAC(Method):
 
     def make_probes(self, seeds, key: jax.Array, reference=None):
         """The seeds as probes {"x": ...}, CutMix-augmented from `key` when `cutmix` is set."""
-        from jaxprov.probes import Probes, _key_repr
+        from jaxprov.probes import Probes, key_repr
 
         x = seeds.inputs
         meta = {**seeds.meta, "method": self.name, "config": self.config()}
@@ -111,7 +111,7 @@ class SAC(Method):
             if x.ndim != 4:
                 raise JaxprovError("SAC's CutMix probes need NHWC images")
             x = cutmix(x, key)
-            meta["cutmix_key"] = _key_repr(key)
+            meta["cutmix_key"] = key_repr(key)
         return Probes(inputs={"x": x}, meta=meta)
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:
@@ -210,7 +210,7 @@ class IPGuard(Method):
           All n seeds are searched in one batch: memory is one forward + backward pass over n inputs.
         """
         from jaxprov.probes import Probes
-        from jaxprov.store import params_digest
+        from jaxprov.store import model_digest
 
         if reference is None:
             raise JaxprovError("ipguard needs a reference model to find decision-boundary points on; "
@@ -223,7 +223,7 @@ class IPGuard(Method):
         points = _boundary_points(self, reference.apply, reference.params, x, lo, hi)
         meta = {**seeds.meta, "method": self.name, "config": self.config(),
                 "reference": {"name": reference.name, "arch": reference.arch,
-                              "params_digest": params_digest(reference.params)}}
+                              "params_digest": model_digest(reference)}}
         return Probes(inputs={"x": points}, meta=meta)
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:

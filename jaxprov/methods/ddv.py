@@ -86,17 +86,17 @@ class DDV(Method):
           Probes with inputs {"x": seeds, "x_adv": twins} and meta recording the config, the
           reference (name, arch, params digest) and the key.
         """
-        from jaxprov.probes import Probes, _key_repr
-        from jaxprov.store import params_digest
+        from jaxprov.probes import Probes, key_repr
+        from jaxprov.store import model_digest
 
         if reference is None:
             raise JaxprovError("ddv needs a reference model to craft its PGD twins on (ModelDiff); "
                                "pass reference=<a Model of the zoo>")
         x = continuous_inputs(seeds, self.name)
         twins = _twins(self, reference.apply, reference.params, x, key)
-        meta = {**seeds.meta, "method": self.name, "config": self.config(), "pgd_key": _key_repr(key),
+        meta = {**seeds.meta, "method": self.name, "config": self.config(), "pgd_key": key_repr(key),
                 "reference": {"name": reference.name, "arch": reference.arch,
-                              "params_digest": params_digest(reference.params)}}
+                              "params_digest": model_digest(reference)}}
         return Probes(inputs={"x": x, "x_adv": twins}, meta=meta)
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:

@@ -132,7 +132,7 @@ class GradientField(Method):
             reference input, one for all anchors [*shape] or one per anchor [n, *shape].
         """
         from jaxprov.model import Model
-        from jaxprov.probes import Probes, _key_repr
+        from jaxprov.probes import Probes, key_repr
 
         meta = {**seeds.meta, "method": self.name, "config": self.config(), "reference": self.reference}
         if _is_text(seeds.inputs):
@@ -153,7 +153,7 @@ class GradientField(Method):
             lo, hi = (jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape[-1:]) for b in bounds)
             shape = (1,) * (x.ndim - 1) + (-1,)
             x0 = jax.random.uniform(key, x.shape, x.dtype, lo.reshape(shape), hi.reshape(shape))
-            meta["reference_key"] = _key_repr(key)
+            meta["reference_key"] = key_repr(key)
         return Probes(inputs={"x": x, "x0": x0}, meta=meta)
 
     def field(self, apply: Apply, params, inputs) -> jax.Array:

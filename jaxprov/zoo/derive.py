@@ -24,7 +24,7 @@ import optax
 from jaxprov import models
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
-from jaxprov.probes import _key_repr
+from jaxprov.probes import key_repr
 
 EVAL_BATCH = 1000
 
@@ -53,7 +53,7 @@ def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: flo
     else:
         model, parent = arch_or_model, arch_or_model.name
     params = _fit(model, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels")
-    recipe = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)), "key": _key_repr(key)}
+    recipe = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)), "key": key_repr(key)}
     return _derived(model, params, name or model.arch, parent, "train", recipe, x, y)
 
 
@@ -85,7 +85,7 @@ def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
     mask = _mask(start.params, lambda path, leaf: (not last_layer_only) or path[1] == head)
     params = _fit(start, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask)
     recipe = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)),
-              "last_layer_only": last_layer_only, "num_classes": num_classes, "key": _key_repr(key)}
+              "last_layer_only": last_layer_only, "num_classes": num_classes, "key": key_repr(key)}
     return _derived(start, params, name or f"{model.name}-finetuned", model.name, derivation, recipe, x, y)
 
 
@@ -122,7 +122,7 @@ def prune(model: Model, fraction: float, x, y, key: jax.Array, finetune_epochs: 
     # Adam turns a zero gradient into an exactly zero update, so masked weights stay exactly 0.
     params = _fit(pruned, x, jnp.asarray(y, jnp.int32), key, finetune_epochs, lr, batch, "labels", mask)
     recipe = {"fraction": fraction, "scope": scope, "finetune_epochs": finetune_epochs, "lr": lr,
-              "batch": batch, "n_train": int(len(y)), "key": _key_repr(key)}
+              "batch": batch, "n_train": int(len(y)), "key": key_repr(key)}
     default = f"{model.name}-pruned{round(100 * fraction)}"
     return _derived(model, params, name or default, model.name, "prune", recipe, x, y)
 
@@ -158,7 +158,7 @@ def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, t
         params = _fit(student, x, targets, key, epochs, lr, batch, "soft", temperature=temperature)
     recipe = {"student_arch": student.arch, "temperature": None if hard_labels else temperature,
               "hard_labels": hard_labels, "epochs": epochs, "lr": lr, "batch": batch,
-              "n_queries": int(x.shape[0]), "key": _key_repr(key)}
+              "n_queries": int(x.shape[0]), "key": key_repr(key)}
     return _derived(student, params, name or f"{teacher.name}-distilled", teacher.name, "distill", recipe,
                     x, np.asarray(labels))
 
