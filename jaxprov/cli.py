@@ -102,6 +102,21 @@ def _cmd_archs(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from jaxprov.bench import reuse
+
+    command = "jaxprov bench reuse --preset " + args.preset + " --out " + str(args.out)
+    doc = reuse.run(args.preset, args.out, command=command)
+    default = doc["results"]["default"]
+    print(f"held-out test group, {doc['n_pairs']['test']} pairs; default verdict fitted on "
+          f"{doc['n_pairs']['val']} val pairs")
+    print(f"  {'reuse type':28s} {'AUC':>6s} {'TPR@1%':>7s} {'correct':>8s}")
+    for reuse_type, r in default.items():
+        print(f"  {reuse_type:28s} {r['auc']:6.3f} {r['tpr_at_1pct_fpr']:7.3f} {r['correctness']:8.3f}")
+    print(f"report: {Path(args.out) / 'reuse.md'}  (JSON: reuse.json, ROC curves: roc/, verdict: verdict.json)")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from jaxprov import demo
 
@@ -146,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("archs", help="list the architecture keys jaxprov knows")
     p.set_defaults(func=_cmd_archs)
+
+    p = sub.add_parser("bench", help="benchmarks jaxprov builds and scores itself")
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    q = bench.add_parser("reuse", help="build a zoo with known lineage, score every method on every reuse type, "
+                                       "fit the default verdict on val and report it on held-out base models")
+    q.add_argument("--preset", default="ci", help="ci (minutes on a CPU), cpu (same protocol, larger), "
+                                                  "full (ResNet-20 / VGG-16-BN / MobileNet: a GPU)")
+    q.add_argument("--out", default="jaxprov-bench-reuse", help="output folder (the zoo and signatures are "
+                                                                "reused on a rerun)")
+    q.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="run the built-in example")
     p.add_argument("--out", default="jaxprov-demo", help="where the demo writes (default: ./jaxprov-demo)")

@@ -227,13 +227,14 @@ class Comparison:
     results: tuple[MethodResult, ...]
     verdict: str
     reason: str
+    probability: float | None = None  # the default verdict's P(derived); None when it could not apply
 
     def __getitem__(self, method: str) -> MethodResult:
         return next(r for r in self.results if r.method == method)
 
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "verdict": self.verdict, "reason": self.reason,
-                "methods": {r.method: r.to_json() for r in self.results}}
+                "probability": self.probability, "methods": {r.method: r.to_json() for r in self.results}}
 
     def summary(self) -> str:
         lines = [f"{self.b}  vs  {self.a}"]
@@ -241,6 +242,8 @@ class Comparison:
             p = "n/a" if r.p_value is None else f"{r.p_value:.3f}"
             lines.append(f"  {r.method:16s} similarity {r.similarity:+.4f}   p {p:>6s}   {r.verdict}"
                          + ("   (dead signature)" if r.dead else ""))
+        if self.probability is not None:
+            lines.append(f"  {'default':16s} P(derived) {self.probability:.4f}")
         lines.append(f"verdict: {self.verdict} — {self.reason}")
         return "\n".join(lines)
 
@@ -267,39 +270,61 @@ def _method_verdict(score: float, null: Sequence[float], dead: bool, alpha: floa
 
 def compare(a: Model, b: Model, methods: Sequence[str | Method] | None = None, *, null: Sequence[Model] = (),
             seeds: str | Probes = "mnist", key: jax.Array | None = None, alpha: float = DERIVED_ALPHA,
-            engine: EngineConfig = EngineConfig(), store=None) -> Comparison:
-    """Is `b` derived from `a`? Per-method similarity and a verdict calibrated against `null`.
+            engine: EngineConfig = EngineConfig(), store=None, verdict=None) -> Comparison:
+    """Is `b` derived from `a`? Per-method similarity, and the default verdict calibrated against `null`.
 
     Args:
       a: the claimed parent (also the reference that DDV twins / boundary points are generated on).
       b: the suspect.
-      methods: method names or instances; default jaxprov.methods.DEFAULT_METHODS.
+      methods: method names or instances. Default: the methods of the default verdict
+        (`jaxprov.verdict.load_default()`, fitted by `jaxprov bench reuse`), with its settings; the
+        verdict is then their calibrated combination. With explicit methods, the verdict is the
+        Bonferroni-corrected minimum of the per-method empirical p-values.
       null: models known to be independent of `a` (same input kind). Their similarities to `a` form
         the null distribution. With none, no verdict is guessed: it says "inconclusive" and why.
       alpha: a method says "derived" when its empirical p-value is <= alpha. Note the smallest
         attainable p is 1 / (1 + len(null)): alpha = 0.05 needs at least 19 null models.
+      verdict: a `jaxprov.verdict.Verdict` to use instead of the shipped default (methods=None only).
     """
-    methods = list(methods or methods_lib.DEFAULT_METHODS)
+    from jaxprov import verdict as verdict_lib
+
+    combo = None
+    if methods is None:
+        combo = verdict or verdict_lib.load_default()
+    methods = list(combo.methods if combo else (methods or methods_lib.DEFAULT_METHODS))
     names = [a.name, b.name] + [m.name for m in null]
     if len(set(names)) != len(names):
         models = [dataclasses.replace(m, name=f"{i}:{m.name}") for i, m in enumerate([a, b, *null])]
     else:
         models = [a, b, *null]
-    zoo = Zoo(models, seeds=seeds, reference=models[0], key=key, engine=engine, store=store)
-    results = []
+    zoo = Zoo(models, seeds=seeds, reference=models[0], key=key, engine=engine, store=store,
+              method_config=dict(combo.method_config) if combo else None)
+    results, evidence = [], {}
+    # The null that calibrates the default verdict is the suspect's own kind when there are enough
+    # of those: "is b closer to a than independent models like b are?" (verdict.null_columns).
+    cols = [2 + i for i in verdict_lib.null_columns(b.arch, [m.arch for m in null])] if null else []
     for m in methods:
         method = zoo.method(m)
         sim = zoo.similarity(method)
         score = float(sim.values[0, 1])
         null_scores = [float(v) for v in sim.values[0, 2:] if not math.isnan(v)]
         dead = bool(sim.dead[0] or sim.dead[1])
+        evidence[method.name] = verdict_lib.evidence(score, sim.values[0, cols]) if not dead else 0.0
         if math.isnan(score):
             results.append(MethodResult(method.name, score, tuple(null_scores), None, "not comparable", dead))
             continue
-        p, verdict = _method_verdict(score, null_scores, dead, alpha)
-        results.append(MethodResult(method.name, score, tuple(null_scores), p, verdict, dead))
-    verdict, reason = _overall(results, len(null), alpha)
-    return Comparison(a.name, b.name, tuple(results), verdict, reason)
+        p, verdict_m = _method_verdict(score, null_scores, dead, alpha)
+        results.append(MethodResult(method.name, score, tuple(null_scores), p, verdict_m, dead))
+    if combo is not None and len(null) >= verdict_lib.MIN_NULL:
+        prob = combo.probability(evidence)
+        label = "derived" if prob >= combo.threshold else "independent"
+        reason = (f"default verdict P(derived)={prob:.3f} from {', '.join(combo.methods)} against "
+                  f"{len(cols)} null models (threshold {combo.threshold:g})")
+        return Comparison(a.name, b.name, tuple(results), label, reason, prob)
+    verdict_s, reason = _overall(results, len(null), alpha)
+    if combo is not None and null:
+        reason += f"; the default verdict needs at least {verdict_lib.MIN_NULL} null models"
+    return Comparison(a.name, b.name, tuple(results), verdict_s, reason)
 
 
 def _overall(results: Sequence[MethodResult], n_null: int, alpha: float) -> tuple[str, str]:

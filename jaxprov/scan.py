@@ -56,7 +56,14 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
 
     if not models:
         raise JaxprovError("nothing to scan: no readable models")
-    methods = list(methods or compare_lib.methods_lib.DEFAULT_METHODS)
+    from jaxprov import verdict as verdict_lib
+
+    # By default: the default verdict's methods with its settings (user settings win), and its
+    # P(derived) matrix as the method "default" beside theirs.
+    combo = verdict_lib.load_default() if methods is None else None
+    if combo is not None:
+        method_config = {**{k: dict(v) for k, v in combo.method_config.items()}, **(method_config or {})}
+    methods = list(combo.methods if combo else (methods or compare_lib.methods_lib.DEFAULT_METHODS))
     out = Path(out)
     store = SignatureStore(out / "store")
     groups: dict[str, list[Model]] = {}
@@ -76,12 +83,17 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
                 close()
             sims[name] = zoo.similarity(name)
             timings[name] = round(time.perf_counter() - start, 3)
+        if combo is not None:
+            values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members])
+            sims["default"] = compare_lib.Similarity("default", tuple(zoo.names), values,
+                                                     tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members))))
         info = {m.name: {"arch": m.arch, "params": m.num_params,
                          "parent": (m.meta.get("lineage") or {}).get("parent"),
                          "derivation": (m.meta.get("lineage") or {}).get("derivation"),
                          "dead": any(s.dead[i] for s in sims.values())} for i, m in enumerate(members)}
         metadata = {"seeds": seeds, "reference": zoo.reference.name, "seconds": timings,
                     "probes": {name: zoo.probes(name).digest for name in methods},
+                    "default_verdict": None if combo is None else combo.to_json(),
                     "skipped": list(failures)}
         files = write_report(target, zoo.names, {n: s.values for n, s in sims.items()}, info=info,
                              metadata=metadata, title=f"{title}: {tag}")

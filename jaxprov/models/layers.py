@@ -1,8 +1,9 @@
 """Layers that behave exactly like their PyTorch namesakes, so converted weights give equal outputs.
 
 The traps: PyTorch pads convolutions and pools symmetrically by an explicit amount (Flax's
-"SAME" pads asymmetrically for stride 2); max-pool pads with -inf; BatchNorm uses eps=1e-5 and,
-in inference, the running statistics; adaptive average pooling uses floor/ceil bin edges.
+"SAME" pads asymmetrically for stride 2); max-pool pads with -inf; BatchNorm uses eps=1e-5, in
+inference the running statistics, and in training updates them with momentum 0.1 and the unbiased
+batch variance; adaptive average pooling uses floor/ceil bin edges.
 """
 
 from __future__ import annotations
@@ -24,9 +25,49 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int | None = None
                    name=name)
 
 
-def batch_norm(name: str | None = None, eps: float = 1e-5) -> nn.BatchNorm:
-    """torch.nn.BatchNorm2d/1d in eval mode: normalises with the converted running statistics."""
-    return nn.BatchNorm(use_running_average=True, epsilon=eps, momentum=0.9, name=name)
+class BatchNorm(nn.Module):
+    """torch.nn.BatchNorm2d/1d over the last (channel) axis; the mode follows the `batch_stats` collection.
+
+    `apply(variables, x)` is eval mode: it normalises with the running statistics (converted
+    checkpoints, `predict`, every signature). `apply(variables, x, mutable=["batch_stats"])` is
+    train mode: it normalises with the batch's statistics and updates the running ones as torch
+    does, running = (1 - momentum) * running + momentum * batch with momentum 0.1 and the batch
+    variance unbiased (n / (n - 1)) in the update but biased in the normalisation. `init` runs in
+    eval mode. Param tree: params {scale, bias}, batch_stats {mean, var}, as flax.linen.BatchNorm.
+    """
+
+    epsilon: float = 1e-5
+    momentum: float = 0.1  # torch's convention; flax.linen.BatchNorm's momentum is 1 - this
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features, shape = x.shape[-1], _channels(x.ndim)
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+        if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean.reshape(shape)), axis=axes)
+            n = x.size // features
+            m = self.momentum
+            ra_mean.value = (1 - m) * ra_mean.value + m * mean
+            ra_var.value = (1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        # flax.linen.BatchNorm's order of operations, so eval outputs are bitwise what they were.
+        mul = jax.lax.rsqrt(var + self.epsilon) * scale
+        return (x - mean.reshape(shape)) * mul.reshape(shape) + bias.reshape(shape)
+
+
+def _channels(ndim: int) -> tuple[int, ...]:
+    return (1,) * (ndim - 1) + (-1,)
+
+
+def batch_norm(name: str | None = None, eps: float = 1e-5) -> BatchNorm:
+    """torch.nn.BatchNorm2d/1d: eval mode unless `batch_stats` is mutable (see BatchNorm)."""
+    return BatchNorm(epsilon=eps, name=name)
 
 
 def layer_norm(name: str | None = None, eps: float = 1e-5) -> nn.LayerNorm:

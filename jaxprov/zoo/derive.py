@@ -2,19 +2,27 @@
 
 Every function is deterministic given its PRNG key (same key -> bitwise identical params on one
 backend) and returns a new `Model` whose `meta["lineage"]` says how it was made:
-`{"parent": parent.name or None, "derivation": "train" | "finetune" | "prune" | "distill" |
-"quantize_int8", ...the derivation's settings}`. Inputs `x` are already in the model's input space
-(`model.input_spec.normalize(raw)`); labels `y` are integer class ids.
+`{"parent": parent.name or None, "derivation": "train" | "finetune" | "transfer" | "prune" |
+"distill" | "quantize_int8" | "cast_fp16" | "average", ...the derivation's settings}`. Inputs `x`
+are already in the model's input space (`model.input_spec.normalize(raw)`); labels `y` are integer
+class ids.
+
+Training updates `params["params"]` with Adam and carries every other collection: BatchNorm runs in
+train mode (batch statistics; running statistics updated as torch does, see
+jaxprov.models.layers.BatchNorm) while fitting, and in eval mode everywhere else.
 
 Distillation follows Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015):
-the student minimises T^2 * CE(softmax(z_teacher / T), softmax(z_student / T)). With `hard_labels`
-it fits argmax z_teacher instead, i.e. model extraction from a label-only API (Tramer et al. 2016).
+the student minimises T^2 * CE(softmax(z_teacher / T), softmax(z_student / T)). With T = 1 it is
+model extraction from an API returning probabilities; with `hard_labels` it fits argmax z_teacher
+instead, i.e. extraction from a label-only API (Tramer et al. 2016). Adversarial extraction also
+trains the student adversarially, on L-inf PGD perturbations of the queries (Madry et al., "Towards
+Deep Learning Models Resistant to Adversarial Attacks", 2018), with the victim's clean-query targets.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +81,8 @@ def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
       name: the child's name (default: "<parent>-finetuned").
 
     Returns:
-      The fine-tuned child.
+      The fine-tuned child. With last_layer_only the body is frozen whole: its BatchNorm layers stay
+      in eval mode, so the running statistics are the parent's too.
     """
     head_key, key = jax.random.split(key)
     head = head_name(model)
@@ -83,7 +92,8 @@ def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
         params = {**model.params, "params": {**model.params["params"], head: fresh.params["params"][head]}}
         start, derivation = fresh.replace(params=params), "transfer"
     mask = _mask(start.params, lambda path, leaf: (not last_layer_only) or path[1] == head)
-    params = _fit(start, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask)
+    params = _fit(start, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask,
+                  train_stats=not last_layer_only)
     recipe = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)),
               "last_layer_only": last_layer_only, "num_classes": num_classes, "key": key_repr(key)}
     return _derived(start, params, name or f"{model.name}-finetuned", model.name, derivation, recipe, x, y)
@@ -128,7 +138,8 @@ def prune(model: Model, fraction: float, x, y, key: jax.Array, finetune_epochs: 
 
 
 def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, temperature: float = 4.0,
-            hard_labels: bool = False, lr: float = 1e-3, batch: int = 128, name: str | None = None) -> Model:
+            hard_labels: bool = False, lr: float = 1e-3, batch: int = 128, name: str | None = None,
+            adversarial: dict | None = None) -> Model:
     """Train a fresh student on the teacher's outputs for queries `x` only: no labels, no weights.
 
     Args:
@@ -140,6 +151,12 @@ def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, t
       temperature: softmax temperature T of the soft targets (ignored with hard_labels).
       hard_labels: fit the teacher's argmax labels instead of its probabilities.
       name: the student's name (default: "<teacher>-distilled").
+      adversarial: adversarial training of the student, e.g. {"eps": 0.3, "steps": 3,
+        "step_size": 0.1} in the input space's units: each step first moves the batch by `steps`
+        steps of L-inf PGD (from the clean batch, within eps and the input bounds) up the student's
+        own loss against the teacher's targets for that batch, then trains on the perturbed batch.
+        The targets stay the teacher's outputs on the clean queries: the teacher is queried once.
+        steps defaults to 3, step_size to 2.5 * eps / steps.
 
     Returns:
       The student; its accuracy in meta is agreement with the teacher on the queries.
@@ -149,16 +166,18 @@ def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, t
     if student.input_spec != teacher.input_spec:
         raise JaxprovError(f"student {student.arch} takes {student.input_spec.shape} inputs but teacher "
                            f"{teacher.name} takes {teacher.input_spec.shape}; pick a student with the same input")
+    attack = _attack(adversarial)
     logits = predict(teacher, x)
     labels = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if hard_labels:
-        params = _fit(student, x, labels, key, epochs, lr, batch, "labels")
+        params = _fit(student, x, labels, key, epochs, lr, batch, "labels", attack=attack)
     else:
         targets = jax.nn.softmax(logits / temperature, axis=-1)
-        params = _fit(student, x, targets, key, epochs, lr, batch, "soft", temperature=temperature)
+        params = _fit(student, x, targets, key, epochs, lr, batch, "soft", temperature=temperature, attack=attack)
     recipe = {"student_arch": student.arch, "temperature": None if hard_labels else temperature,
               "hard_labels": hard_labels, "epochs": epochs, "lr": lr, "batch": batch,
-              "n_queries": int(x.shape[0]), "key": key_repr(key)}
+              "n_queries": int(x.shape[0]), "key": key_repr(key),
+              "adversarial": None if attack is None else dict(zip(("eps", "steps", "step_size"), attack))}
     return _derived(student, params, name or f"{teacher.name}-distilled", teacher.name, "distill", recipe,
                     x, np.asarray(labels))
 
@@ -176,6 +195,58 @@ def quantize_int8(model: Model, name: str | None = None) -> Model:
     params = jax.tree_util.tree_map_with_path(lambda p, leaf: round_trip(_path(p), jnp.asarray(leaf)), model.params)
     recipe = {"bits": 8, "granularity": "per-tensor", "symmetric": True, "applies_to": "kernels"}
     return _derived(model, params, name or f"{model.name}-int8", model.name, "quantize_int8", recipe)
+
+
+def cast_fp16(model: Model, name: str | None = None) -> Model:
+    """Round every floating leaf (weights and running statistics) to float16 and back to its dtype,
+    so the child is what a half-precision copy holds yet still stacks with float32 models."""
+
+    def round_trip(path, leaf):
+        leaf = jnp.asarray(leaf)
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf
+        cast = leaf.astype(jnp.float16).astype(leaf.dtype)
+        if not bool(jnp.all(jnp.isfinite(cast) | ~jnp.isfinite(leaf))):
+            raise JaxprovError(f"{model.name}: {'/'.join(_path(path))} overflows float16 (|w| > 65504)")
+        return cast
+
+    params = jax.tree_util.tree_map_with_path(round_trip, model.params)
+    recipe = {"dtype": "float16", "applies_to": "all floating leaves"}
+    return _derived(model, params, name or f"{model.name}-fp16", model.name, "cast_fp16", recipe)
+
+
+def average(models: Sequence[Model], name: str | None = None, parent: str | None = None) -> Model:
+    """Uniform weight averaging ("model soup", Wortsman et al. 2022) of models of one architecture.
+
+    Args:
+      models: two or more models with equal arch keys, typically fine-tuned siblings of one parent.
+      name: the child's name (default: the input names joined by "+", then "-averaged").
+      parent: lineage parent (default: the inputs' common lineage parent, or None if they differ).
+
+    Returns:
+      A model whose every floating leaf (batch_stats included) is the elementwise mean of the
+      inputs'; lineage {"parent": ..., "derivation": "average", "parents": [input names]}.
+    """
+    models = list(models)
+    if len(models) < 2:
+        raise JaxprovError(f"average needs at least two models, got {len(models)}")
+    archs = sorted({m.arch for m in models})
+    if len(archs) > 1:
+        raise JaxprovError(f"average needs models of one architecture, got {', '.join(archs)}")
+    names = [m.name for m in models]
+    if parent is None:
+        parents = {(m.meta.get("lineage") or {}).get("parent") for m in models}
+        parent = parents.pop() if len(parents) == 1 else None
+
+    def mean(*leaves):
+        leaves = [jnp.asarray(leaf) for leaf in leaves]
+        if not jnp.issubdtype(leaves[0].dtype, jnp.floating):
+            return leaves[0]
+        return jnp.mean(jnp.stack(leaves), axis=0).astype(leaves[0].dtype)
+
+    params = jax.tree_util.tree_map(mean, *[m.params for m in models])
+    recipe = {"parents": names, "weights": "uniform"}
+    return _derived(models[0], params, name or f"{'+'.join(names)}-averaged", parent, "average", recipe)
 
 
 def predict(model: Model, x) -> jax.Array:
@@ -206,11 +277,14 @@ def head_name(model: Model) -> str:
 
 
 def _fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch: int, loss: str,
-         mask=None, temperature: float = 1.0):
-    """Adam on `loss` for `epochs` shuffled passes; gradients are multiplied by `mask` (1 = trainable)."""
-    if "batch_stats" in model.params:
-        raise JaxprovError(f"{model.arch}: training models with BatchNorm is not supported yet (the Flax "
-                           "families run BatchNorm in inference mode); use a model without it, e.g. lenet or mlp")
+         mask=None, temperature: float = 1.0, train_stats: bool = True, attack: tuple | None = None):
+    """Adam on `loss` for `epochs` shuffled passes over params["params"]; returns the whole tree.
+
+    Gradients are multiplied by `mask` (a tree like the model's params; 1 = trainable). The other
+    collections (batch_stats) are carried: updated by BatchNorm in train mode if `train_stats`, else
+    BatchNorm runs in eval mode and they stay as they are. `attack` = (eps, steps, step_size) trains
+    on PGD-perturbed batches (see `distill`).
+    """
     x = jnp.asarray(x, jnp.float32)
     n = x.shape[0]
     if n != targets.shape[0]:
@@ -218,19 +292,23 @@ def _fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch
     batch = min(batch, n)
     steps = n // batch
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
-    mask = _mask(params, lambda path, leaf: True) if mask is None else mask
-    step, optimizer = _step_fn(model.apply, float(lr), loss, float(temperature))
-    opt_state = optimizer.init(params)
+    weights = params["params"]
+    state = {k: v for k, v in params.items() if k != "params"}
+    mask = _mask(weights, lambda path, leaf: True) if mask is None else mask["params"]
+    lo, hi = _input_bounds(model, x.ndim)
+    mutable = tuple(sorted(state)) if train_stats else ()
+    step, optimizer = _step_fn(model.module, float(lr), loss, float(temperature), mutable, attack)
+    opt_state = optimizer.init(weights)
     for epoch in range(epochs):
         order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
         xs, ts = x[order], targets[order]
         for i in range(steps):
-            params, opt_state = step(params, opt_state, mask, xs[i], ts[i])
-    return params
+            weights, state, opt_state = step(weights, state, opt_state, mask, xs[i], ts[i], lo, hi)
+    return {**params, "params": weights, **state}
 
 
 @functools.lru_cache(maxsize=64)
-def _step_fn(apply: Callable, lr: float, loss: str, temperature: float):
+def _step_fn(module, lr: float, loss: str, temperature: float, mutable: tuple[str, ...], attack: tuple | None):
     """One jitted Adam step per (arch, recipe), so models of one arch share the compile.
 
     A Python loop over this step runs ~3x faster on CPU than a lax.scan over the epoch (measured
@@ -238,20 +316,62 @@ def _step_fn(apply: Callable, lr: float, loss: str, temperature: float):
     """
     optimizer = optax.adam(lr)
 
-    def loss_fn(params, xb, tb):
-        logits = apply(params, xb)
+    def loss_fn(weights, state, xb, tb):
+        # Collections in `mutable` (batch_stats) switch BatchNorm to train mode; see layers.BatchNorm.
+        (logits, _), updates = module.apply({"params": weights, **state}, xb, mutable=list(mutable))
         if loss == "labels":
-            return optax.softmax_cross_entropy_with_integer_labels(logits, tb).mean()
-        # Hinton et al.: the T^2 factor keeps soft-target gradients on the scale of hard-label ones.
-        return temperature ** 2 * optax.softmax_cross_entropy(logits / temperature, tb).mean()
+            value = optax.softmax_cross_entropy_with_integer_labels(logits, tb).mean()
+        else:
+            # Hinton et al.: the T^2 factor keeps soft-target gradients on the scale of hard-label ones.
+            value = temperature ** 2 * optax.softmax_cross_entropy(logits / temperature, tb).mean()
+        return value, {**state, **updates}
 
     @jax.jit
-    def step(params, opt_state, mask, xb, tb):
-        grads = jax.tree_util.tree_map(jnp.multiply, jax.grad(loss_fn)(params, xb, tb), mask)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+    def step(weights, state, opt_state, mask, xb, tb, lo, hi):
+        if attack is not None:
+            xb = _pgd(lambda xa: loss_fn(weights, state, xa, tb)[0], xb, attack, lo, hi)
+        grads, state = jax.grad(loss_fn, has_aux=True)(weights, state, xb, tb)
+        grads = jax.tree_util.tree_map(jnp.multiply, grads, mask)
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        return optax.apply_updates(weights, updates), state, opt_state
 
     return step, optimizer
+
+
+def _pgd(loss_of_x: Callable, x, attack: tuple[float, int, float], lo, hi) -> jax.Array:
+    """L-inf PGD (Madry et al. 2018) from `x` up `loss_of_x`: `steps` signed-gradient steps of
+    `step_size`, each projected onto the eps-ball around `x` and the valid input range [lo, hi]."""
+    eps, steps, step_size = attack
+    grad_x = jax.grad(loss_of_x)
+
+    def pgd_step(_, xa):
+        xa = jnp.clip(xa + step_size * jnp.sign(grad_x(xa)), x - eps, x + eps)
+        return jnp.clip(xa, lo, hi)
+
+    return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, pgd_step, x))
+
+
+def _attack(adversarial: dict | None) -> tuple[float, int, float] | None:
+    """distill's `adversarial` dict -> (eps, steps, step_size), with defaults and checks."""
+    if adversarial is None:
+        return None
+    unknown = set(adversarial) - {"eps", "steps", "step_size"}
+    if unknown or "eps" not in adversarial:
+        raise JaxprovError(f"adversarial takes eps (required), steps and step_size; got {sorted(adversarial)}")
+    eps, steps = float(adversarial["eps"]), int(adversarial.get("steps", 3))
+    step_size = float(adversarial.get("step_size", 2.5 * eps / max(steps, 1)))
+    if eps <= 0 or steps < 1 or step_size <= 0:
+        raise JaxprovError(f"adversarial needs eps > 0, steps >= 1 and step_size > 0; got {adversarial}")
+    return eps, steps, step_size
+
+
+def _input_bounds(model: Model, ndim: int) -> tuple[jax.Array, jax.Array]:
+    """The valid input range (per channel, shaped to broadcast over a batch), or +-inf."""
+    bounds = model.input_spec.bounds()
+    if bounds is None:
+        return jnp.float32(-jnp.inf), jnp.float32(jnp.inf)
+    shape = (1,) * (ndim - 1) + (-1,)
+    return tuple(jnp.asarray(b, jnp.float32).reshape(shape) if np.ndim(b) else jnp.float32(b) for b in bounds)
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,0 +1,1 @@
+"""Benchmarks that jaxprov builds and scores itself (`jaxprov bench ...`)."""

