@@ -180,7 +180,13 @@ def load_default() -> Verdict | None:
 
 def fit(features: np.ndarray, labels: np.ndarray, methods: Sequence[str], method_config: Mapping | None = None,
         l2: float = L2, provenance: Mapping | None = None) -> Verdict:
-    """Class-balanced, L2-regularised logistic regression by Newton's method (IRLS).
+    """Class-balanced, L2-regularised logistic regression with non-negative weights.
+
+    Evidence is monotone by construction (more similar than the null = more likely derived), so a
+    negative weight can only be the fit trading one collinear method against another on the
+    validation zoo — which does not transfer. Weights are therefore constrained to >= 0 by an
+    active set: fit by Newton's method (IRLS), drop the most negative weight's method, refit,
+    until none is negative.
 
     Args:
       features: [n, len(methods)] evidence rows.
@@ -198,6 +204,20 @@ def fit(features: np.ndarray, labels: np.ndarray, methods: Sequence[str], method
     if n_pos == 0 or n_neg == 0:
         raise JaxprovError("verdict fit: needs both derived and independent pairs")
     sample_w = np.where(y == 1, 0.5 / n_pos, 0.5 / n_neg)  # each class weighs one half
+    active = list(range(x.shape[1]))
+    while True:
+        theta = _irls(x[:, active], y, sample_w, l2)
+        if not active or theta[:-1].min() >= 0:
+            break
+        active.pop(int(np.argmin(theta[:-1])))
+    weights = np.zeros(x.shape[1])
+    weights[active] = theta[:-1]
+    return Verdict(tuple(methods), dict(method_config or {}), tuple(float(w) for w in weights),
+                   float(theta[-1]), 0.5, dict(provenance or {}))
+
+
+def _irls(x: np.ndarray, y: np.ndarray, sample_w: np.ndarray, l2: float) -> np.ndarray:
+    """Weighted logistic regression by Newton's method; returns [weights..., bias]."""
     a = np.hstack([x, np.ones((x.shape[0], 1))])
     penalty = np.diag([l2] * x.shape[1] + [0.0])
     theta = np.zeros(a.shape[1])
@@ -209,8 +229,7 @@ def fit(features: np.ndarray, labels: np.ndarray, methods: Sequence[str], method
         theta -= delta
         if np.max(np.abs(delta)) < 1e-10:
             break
-    return Verdict(tuple(methods), dict(method_config or {}), tuple(float(t) for t in theta[:-1]),
-                   float(theta[-1]), 0.5, dict(provenance or {}))
+    return theta
 
 
 def _sigmoid(t):

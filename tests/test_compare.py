@@ -86,3 +86,24 @@ def test_models_with_different_inputs_cannot_share_probes():
     with pytest.raises(JaxprovError, match="different inputs"):
         check_compatible([models.init("lenet", jax.random.PRNGKey(0)),
                           models.init("cifar_resnet20", jax.random.PRNGKey(0))])
+
+
+def test_default_verdict_combines_methods_against_the_suspects_kind_of_null(mnist_zoo):
+    from jaxprov.verdict import Verdict
+
+    # A hand-set combination of two cheap methods (the shipped one is fitted by `jaxprov bench reuse`).
+    combo = Verdict(("cka", "weights"), {"cka": {"n_seeds": 64}}, (1.0, 1.0), -2.0)
+    lenets = [m for m in mnist_zoo["independent"] if m.arch == "lenet"]
+    null = mnist_zoo["independent"]
+    derived = compare(mnist_zoo["base"], mnist_zoo["finetuned"], null=null, verdict=combo)
+    assert [r.method for r in derived.results] == ["cka", "weights"]
+    assert derived.verdict == "derived" and derived.probability > 0.9
+    assert "2 null models" in derived.reason  # the two LeNets: the suspect's own kind
+    # An independent LeNet against the other one as the null: below the threshold.
+    independent = compare(mnist_zoo["base"], lenets[0], null=[lenets[1], *null[2:]], verdict=combo)
+    assert independent.probability < derived.probability
+    assert independent.verdict == "independent", independent.summary()
+    assert json.loads(json.dumps(derived.to_json()))["probability"] == pytest.approx(derived.probability)
+    # Too small a null for the combination: the per-method p-values decide, and it says why.
+    small = compare(mnist_zoo["base"], mnist_zoo["finetuned"], null=lenets[:1], verdict=combo)
+    assert small.probability is None and "at least 2 null models" in small.reason

@@ -90,3 +90,13 @@ def test_verdict_file_round_trip_and_bad_file(tmp_path):
     (tmp_path / "junk.json").write_text("{nope")
     with pytest.raises(JaxprovError, match="cannot read the verdict file"):
         verdict.load(tmp_path / "junk.json")
+
+
+def test_fit_keeps_weights_non_negative_when_methods_are_collinear():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 300)
+    a = np.where(y == 1, 2.0, 0.0) + rng.normal(0, 0.6, 300)
+    b = a + rng.normal(0, 0.05, 300)  # a near copy: an unconstrained fit may trade them off
+    c = -1.0 * y + rng.normal(0, 0.5, 300)  # lower for derived pairs on this zoo: would get a negative weight
+    v = verdict.fit(np.stack([a, b, c], 1), y, ["a", "b", "c"], l2=0.0)
+    assert min(v.weights) >= 0.0 and v.weights[2] == 0.0 and v.weights[0] + v.weights[1] > 1.0

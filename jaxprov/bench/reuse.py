@@ -252,6 +252,7 @@ class Pair:
     reuse: str  # the suspect's reuse type (positives) or what kind of negative it is
     scores: dict[str, float]  # method -> raw similarity (NaN: not comparable)
     evidence: dict[str, float]  # method -> evidence against the arch-matched null
+    null: dict[str, list[float]]  # method -> the reference's similarities to that null
 
 
 def _ancestors(name: str, entries: Mapping[str, dict]) -> set[str]:
@@ -313,8 +314,9 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
                 reuse = entries[s]["reuse"] if label else _negative_kind(entries[s], r, entries)
                 cols = [null_idx[i] for i in verdict_lib.null_columns(models[s].arch, null_archs)]
                 scores = {m: float(rows[m][r][index[s]]) for m in preset.methods}
-                evid = {m: verdict_lib.evidence(scores[m], rows[m][r][cols]) for m in preset.methods}
-                pairs.append(Pair(group, r, s, label, reuse, scores, evid))
+                null = {m: [float(v) for v in rows[m][r][cols]] for m in preset.methods}
+                evid = {m: verdict_lib.evidence(scores[m], null[m]) for m in preset.methods}
+                pairs.append(Pair(group, r, s, label, reuse, scores, evid, null))
     return pairs, matrices
 
 
@@ -472,7 +474,8 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
         "accuracy": {n: (models[n].meta.get("accuracy") or {}) for n in entries},
         "pairs": [{"group": p.group, "reference": p.reference, "suspect": p.suspect, "label": p.label,
                    "reuse": p.reuse, "scores": {m: _num(v) for m, v in p.scores.items()},
-                   "evidence": p.evidence, "default": _num(probs.get(id(p), float("nan")))} for p in pairs],
+                   "evidence": p.evidence, "null": {m: [_num(v) for v in vs] for m, vs in p.null.items()},
+                   "default": _num(probs.get(id(p), float("nan")))} for p in pairs],
     }
     from jaxprov.bench import report
 
