@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,23 @@ def test_compare_cli_with_a_null_folder(folder, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["methods"]["cka"]["null_n"] == 1 and result["verdict"] == "inconclusive"
     assert result["methods"]["cka"]["similarity"] > result["methods"]["cka"]["null_max"]
+
+
+def test_scan_reports_the_default_verdict_beside_its_methods(mnist_zoo, tmp_path):
+    from jaxprov import verdict
+    from jaxprov.scan import scan_models
+
+    combo = verdict.load_default()
+    assert combo is not None, "jaxprov/data/verdict.json ships with the package"
+    members = [mnist_zoo[n] for n in ("base", "finetuned", "pruned")] + mnist_zoo["independent"]
+    config = {m: {"n_seeds": 64} for m in ("ddv", "sac", "ipguard", "cka")}
+    config["gradient_field"] = {"n_anchors": 16}
+    result = scan_models(members, tmp_path / "out", seeds="mnist", progress=False, method_config=config)
+    (group,) = result.groups.values()
+    assert list(group["similarity"]) == [*combo.methods, "default"]
+    p = group["similarity"]["default"]
+    assert np.all((p.values >= 0) & (p.values <= 1)) and np.all(np.diag(p.values) == 1)
+    independent = [m.name for m in mnist_zoo["independent"]]
+    assert min(p["base", "finetuned"], p["base", "pruned"]) > max(p["base", n] for n in independent)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["metadata"]["default_verdict"]["methods"] == list(combo.methods)
