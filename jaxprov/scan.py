@@ -83,14 +83,14 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
                 close()
             sims[name] = zoo.similarity(name)
             timings[name] = round(time.perf_counter() - start, 3)
+        dead = tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members)))
         if combo is not None:
             values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members])
-            sims["default"] = compare_lib.Similarity("default", tuple(zoo.names), values,
-                                                     tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members))))
+            sims["default"] = compare_lib.Similarity("default", tuple(zoo.names), values, dead)
         info = {m.name: {"arch": m.arch, "params": m.num_params,
                          "parent": (m.meta.get("lineage") or {}).get("parent"),
                          "derivation": (m.meta.get("lineage") or {}).get("derivation"),
-                         "dead": any(s.dead[i] for s in sims.values())} for i, m in enumerate(members)}
+                         "dead": dead[i]} for i, m in enumerate(members)}
         metadata = {"seeds": seeds, "reference": zoo.reference.name, "seconds": timings,
                     "probes": {name: zoo.probes(name).digest for name in methods},
                     "default_verdict": None if combo is None else combo.to_json(),

@@ -48,9 +48,13 @@ def evidence(score: float, null: Sequence[float]) -> float:
     if math.isnan(score) or null.size < MIN_NULL:
         return 0.0
     centre = float(np.median(null))
-    spread = max(1.4826 * float(np.median(np.abs(null - centre))), SPREAD_FLOOR)
-    z = (score - centre) / spread
-    return float(math.copysign(math.log1p(abs(z)), z))
+    return float(_log_z(score, centre, float(np.median(np.abs(null - centre)))))
+
+
+def _log_z(score, centre, mad):
+    """sign(z) log(1 + |z|) with z = (score - centre) / max(1.4826 MAD, SPREAD_FLOOR); broadcasts."""
+    z = (score - centre) / np.maximum(1.4826 * mad, SPREAD_FLOOR)
+    return np.sign(z) * np.log1p(np.abs(z))
 
 
 def family(arch: str) -> str:
@@ -63,11 +67,6 @@ def null_columns(suspect_arch: str, null_archs: Sequence[str]) -> list[int]:
     least MIN_NULL of them (an independent model of the suspect's kind is the right comparison), else all."""
     same = [i for i, a in enumerate(null_archs) if family(a) == family(suspect_arch)]
     return same if len(same) >= MIN_NULL else list(range(len(null_archs)))
-
-
-def evidence_rows(scores: np.ndarray, nulls: np.ndarray) -> np.ndarray:
-    """Vectorised `evidence`: scores [n], nulls [n, k] (NaN where not comparable) -> [n]."""
-    return np.asarray([evidence(float(s), row) for s, row in zip(scores, nulls)], np.float64)
 
 
 def evidence_matrix(values: np.ndarray, archs: Sequence[str]) -> np.ndarray:
@@ -90,9 +89,7 @@ def evidence_matrix(values: np.ndarray, archs: Sequence[str]) -> np.ndarray:
             centre = np.nanmedian(block, axis=1)
             mad = np.nanmedian(np.abs(block - centre[:, None]), axis=1)
             count = np.sum(np.isfinite(block), axis=1)
-        spread = np.maximum(1.4826 * mad, SPREAD_FLOOR)
-        z = (values[:, cols] - centre[:, None]) / spread[:, None]
-        e = np.sign(z) * np.log1p(np.abs(z))
+            e = _log_z(values[:, cols], centre[:, None], mad[:, None])
         e[~np.isfinite(e) | (count[:, None] < MIN_NULL)] = 0.0
         out[:, cols] = e
     np.fill_diagonal(out, 0.0)

@@ -59,7 +59,8 @@ def markdown(doc: Mapping) -> str:
               "fitted on the val group:", "",
               "| method | weight |", "|---|---:|"]
     v = doc["verdict"]
-    lines += [f"| {m} | {w:+.3f} |" for m, w in zip(v["methods"], v["weights"])] + [f"| (bias) | {v['bias']:+.3f} |", ""]
+    lines += [f"| {m} | {w:+.3f} |" for m, w in zip(v["methods"], v["weights"])]
+    lines += [f"| (bias) | {v['bias']:+.3f} |", ""]
     return "\n".join(lines)
 
 
@@ -92,8 +93,8 @@ def _roc(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(fpr), np.asarray(tpr)
 
 
-def write(out: Path, doc: Mapping, pairs: Sequence, probabilities: Mapping[int, float],
-          matrices: Mapping[str, Mapping]) -> dict[str, Path]:
+def write(out: Path, doc: Mapping, pairs: Sequence, matrices: Mapping[str, Mapping]) -> dict[str, Path]:
+    from jaxprov.bench.reuse import pair_scores
     from jaxprov.report import heatmap_png
 
     out = Path(out)
@@ -102,18 +103,11 @@ def write(out: Path, doc: Mapping, pairs: Sequence, probabilities: Mapping[int, 
     atomic_write(files["markdown"], markdown(doc).encode())
     test = [p for p in pairs if p.group == "test"]
     methods = ["default", *doc["protocol"]["methods"]]
-    types = sorted({p.reuse for p in test if p.label})
-    for reuse in types:
-        curves = {}
-        for m in methods:
-            if m == "default":
-                s = np.asarray([probabilities[id(p)] for p in test])
-            else:
-                s = np.asarray([p.scores[m] for p in test], np.float64)
-                s = np.where(np.isnan(s), -np.inf, s)
-            pos = s[[p.label == 1 and p.reuse == reuse for p in test]]
-            neg = s[[p.label == 0 for p in test]]
-            curves[m] = (pos, neg)
+    scores = {m: pair_scores(test, m) for m in methods}
+    negative = np.asarray([p.label == 0 for p in test])
+    for reuse in sorted({p.reuse for p in test if p.label}):
+        positive = np.asarray([p.label == 1 and p.reuse == reuse for p in test])
+        curves = {m: (s[positive], s[negative]) for m, s in scores.items()}
         path = out / "roc" / f"{reuse}.png"
         atomic_write(path, roc_png(f"{reuse} (test group)", curves))
         files[f"roc:{reuse}"] = path

@@ -253,6 +253,7 @@ class Pair:
     scores: dict[str, float]  # method -> raw similarity (NaN: not comparable)
     evidence: dict[str, float]  # method -> evidence against the arch-matched null
     null: dict[str, list[float]]  # method -> the reference's similarities to that null
+    default: float = math.nan  # the default verdict's P(derived); set on test pairs only
 
 
 def _ancestors(name: str, entries: Mapping[str, dict]) -> set[str]:
@@ -289,17 +290,17 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
         index = {n: i for i, n in enumerate(members + nulls)}
         rows: dict[str, dict[str, np.ndarray]] = {m: {} for m in preset.methods}
         matrices[group] = {"labels": members + nulls}
+        # One zoo for the reference-free methods; one per reference for DDV / IPGuard, whose probes
+        # are generated on the reference (each zoo keeps its probes and signatures per method).
+        zoos = {r: Zoo(zoo_models, seeds=preset.seeds, reference=models[r], key=key, store=store,
+                       method_config=dict(preset.method_config)) for r in refs}
         for method in preset.methods:
             t0 = time.perf_counter()
-            if methods_need_reference(method):
+            if zoos[refs[0]].method(method).needs_reference:
                 for r in refs:
-                    zoo = Zoo(zoo_models, seeds=preset.seeds, reference=models[r], key=key, store=store,
-                              method_config=dict(preset.method_config))
-                    rows[method][r] = zoo.similarity(method).values[index[r]]
+                    rows[method][r] = zoos[r].similarity(method).values[index[r]]
             else:
-                zoo = Zoo(zoo_models, seeds=preset.seeds, key=key, store=store,
-                          method_config=dict(preset.method_config))
-                values = zoo.similarity(method).values
+                values = zoos[refs[0]].similarity(method).values
                 matrices[group][method] = values
                 for r in refs:
                     rows[method][r] = values[index[r]]
@@ -311,7 +312,7 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
                 if s == r:
                     continue
                 label = int(r in _ancestors(s, entries))
-                reuse = entries[s]["reuse"] if label else _negative_kind(entries[s], r, entries)
+                reuse = entries[s]["reuse"] if label else _negative_kind(entries[s])
                 cols = [null_idx[i] for i in verdict_lib.null_columns(models[s].arch, null_archs)]
                 scores = {m: float(rows[m][r][index[s]]) for m in preset.methods}
                 null = {m: [float(v) for v in rows[m][r][cols]] for m in preset.methods}
@@ -320,13 +321,7 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
     return pairs, matrices
 
 
-def methods_need_reference(name: str) -> bool:
-    from jaxprov import methods
-
-    return methods.get(name).needs_reference
-
-
-def _negative_kind(suspect: dict, reference: str, entries: Mapping[str, dict]) -> str:
+def _negative_kind(suspect: dict) -> str:
     role = suspect["role"]
     if role == "base":
         return "negative:other-base"
@@ -341,37 +336,37 @@ def _negative_kind(suspect: dict, reference: str, entries: Mapping[str, dict]) -
 # Evaluation
 
 
-def _score_array(pairs: Sequence[Pair], method: str, probabilities: Mapping[int, float] | None) -> np.ndarray:
-    if probabilities is not None:
-        return np.asarray([probabilities[id(p)] for p in pairs], np.float64)
+def pair_scores(pairs: Sequence[Pair], method: str) -> np.ndarray:
+    """Each pair's score under `method` ("default": the verdict's probability); a pair the method
+    cannot compare scores -inf: not comparable = no evidence of derivation."""
+    if method == "default":
+        return np.asarray([p.default for p in pairs], np.float64)
     values = np.asarray([p.scores[method] for p in pairs], np.float64)
-    return np.where(np.isnan(values), -np.inf, values)  # not comparable = no evidence of derivation
+    return np.where(np.isnan(values), -np.inf, values)
 
 
-def _correctness_flags(pairs: Sequence[Pair], score_of: Callable[[Pair], float]) -> dict[tuple[str, str], bool]:
+def _correctness_flags(pairs: Sequence[Pair], scores: np.ndarray) -> dict[tuple[str, str], bool]:
     """ModelDiff's criterion per positive pair: its reference outranks every unrelated reference of
-    the group for that suspect (ties are misses)."""
-    by_suspect: dict[str, list[Pair]] = {}
-    for p in pairs:
-        by_suspect.setdefault(p.suspect, []).append(p)
+    the group for that suspect (ties are misses). `scores` is aligned with `pairs`."""
+    by_suspect: dict[str, list[tuple[Pair, float]]] = {}
+    for p, score in zip(pairs, scores):
+        by_suspect.setdefault(p.suspect, []).append((p, float(score)))
     flags = {}
-    for suspect, ps in by_suspect.items():
-        unrelated = [score_of(p) for p in ps if not p.label]
-        for p in ps:
+    for suspect, scored in by_suspect.items():
+        unrelated = [score for p, score in scored if not p.label]
+        for p, score in scored:
             if p.label:
-                flags[(p.reference, suspect)] = bool(not unrelated or score_of(p) > max(unrelated))
+                flags[(p.reference, suspect)] = bool(not unrelated or score > max(unrelated))
     return flags
 
 
-def evaluate(pairs: Sequence[Pair], method: str, n_boot: int, seed: int = 0,
-             probabilities: Mapping[int, float] | None = None) -> dict[str, dict]:
+def evaluate(pairs: Sequence[Pair], method: str, n_boot: int, seed: int = 0) -> dict[str, dict]:
     """Per reuse type (and "overall"): AUC, TPR at 1 % FPR and correctness, with bootstrap intervals."""
-    scores = _score_array(pairs, method, probabilities)
+    scores = pair_scores(pairs, method)
     finite = scores[np.isfinite(scores)]
     floor = (finite.min() - 1.0) if finite.size else -1.0
     scores = np.where(np.isfinite(scores), scores, floor)  # metrics need finite numbers
-    by_id = {id(p): s for p, s in zip(pairs, scores)}
-    flags = _correctness_flags(pairs, lambda p: by_id[id(p)])
+    flags = _correctness_flags(pairs, scores)
     labels = np.asarray([p.label for p in pairs])
     negatives = scores[labels == 0]
     out: dict[str, dict] = {}
@@ -383,8 +378,8 @@ def evaluate(pairs: Sequence[Pair], method: str, n_boot: int, seed: int = 0,
             continue
         summary = metrics.summarize(positives, negatives, seed=seed, n_boot=n_boot)
         f = np.asarray([flags[(pairs[i].reference, pairs[i].suspect)] for i in chosen], np.float64)
-        n_scored = int(sum(not math.isnan(pairs[i].scores.get(method, 0.0)) for i in chosen)) \
-            if probabilities is None else len(chosen)
+        n_scored = len(chosen) if method == "default" else int(
+            sum(not math.isnan(pairs[i].scores[method]) for i in chosen))
         out[reuse] = {
             "auc": summary["auc"], "auc_ci": summary["auc_ci"],
             "tpr_at_1pct_fpr": summary["tpr_at_1pct_fpr"], "tpr_ci": summary["tpr_ci"],
@@ -448,15 +443,16 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
     default = fit_default(pairs, preset)
     test = [p for p in pairs if p.group == "test"]
     x_test = np.asarray([[p.evidence[m] for m in preset.methods] for p in test])
-    probs = dict(zip(map(id, test), default.probabilities(x_test))) if test else {}
-    results = {m: evaluate(test, m, preset.n_boot) for m in preset.methods}
-    results["default"] = evaluate(test, "default", preset.n_boot, probabilities=probs)
+    for p, prob in zip(test, default.probabilities(x_test) if test else []):
+        p.default = float(prob)
+    results = {m: evaluate(test, m, preset.n_boot) for m in [*preset.methods, "default"]}
     results_all = {m: evaluate(pairs, m, preset.n_boot) for m in preset.methods}
     timings["evaluation"] = round(time.perf_counter() - t0, 1)
 
     entries = {e["name"]: e for e in recipe["models"]}
     doc = {
-        "benchmark": "reuse", "preset": preset.name, "command": command or f"jaxprov bench reuse --preset {preset.name}",
+        "benchmark": "reuse", "preset": preset.name,
+        "command": command or f"jaxprov bench reuse --preset {preset.name}",
         "environment": _environment(), "seconds": timings,
         "protocol": {"groups": {g: {"bases": [n for n, e in entries.items() if e["group"] == g and e["role"] == "base"],
                                     "models": sum(e["group"] == g for e in entries.values()),
@@ -475,11 +471,11 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
         "pairs": [{"group": p.group, "reference": p.reference, "suspect": p.suspect, "label": p.label,
                    "reuse": p.reuse, "scores": {m: _num(v) for m, v in p.scores.items()},
                    "evidence": p.evidence, "null": {m: [_num(v) for v in vs] for m, vs in p.null.items()},
-                   "default": _num(probs.get(id(p), float("nan")))} for p in pairs],
+                   "default": _num(p.default)} for p in pairs],
     }
     from jaxprov.bench import report
 
-    report.write(out, doc, pairs, probs, matrices)
+    report.write(out, doc, pairs, matrices)
     default.save(out / "verdict.json")
     return doc
 

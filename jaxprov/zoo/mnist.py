@@ -20,7 +20,6 @@ import numpy as np
 
 import jaxprov
 from jaxprov import zoo
-from jaxprov.probes import mnist_images
 
 LINEAGE = ("base", "finetuned", "pruned", "distilled")  # the base, then the children derived from it
 SPLITS = {"base": (0, 2000), "finetune": (2000, 3000), "distill": (3000, 4000), "test": (4000, 5000)}
@@ -40,12 +39,14 @@ RECIPE = {
 
 
 def mnist_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (normalised images [n, 28, 28, 1], labels [n])} for the splits in SPLITS."""
-    raw, labels = mnist_images()
-    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(RECIPE["shuffle_seed"]), len(labels)))
+    """{split: (normalised images [n, 28, 28, 1], labels [n])} for the splits in SPLITS: the "mnist"
+    domain of jaxprov.zoo.data (same shuffle, same bounds; its "query" split is "distill" here)."""
     spec = jaxprov.models.create(RECIPE["base"]["arch"])[2]  # the MLPs share LeNet's MNIST normalisation
-    x, y = np.asarray(spec.normalize(raw[order])), labels[order]
-    return {name: (x[a:b], y[a:b]) for name, (a, b) in SPLITS.items()}
+    splits = {}
+    for name in SPLITS:
+        x, y = zoo.data.inputs(f"mnist:{'query' if name == 'distill' else name}", spec)
+        splits[name] = (np.asarray(x), y)
+    return splits
 
 
 def build_zoo(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, jaxprov.Model]:
