@@ -7,7 +7,9 @@ extraction/distillation types, and the worst reuse type.
 
   python benchmarks/verdict_features.py RUN/reuse.json
 
-Designs: "evidence" (what ships: signed log of MAD-scaled distance above the null median),
+Designs: "evidence" (what ships: signed log of MAD-scaled distance above the null median, the
+MAD floored by the method's median null spread on val), "evidence-no-floor" (the same, floored at
+verdict.SPREAD_FLOOR only),
 "minus-median" (s - median(null)), "minus-max" (s - max(null)), "raw" (s itself: not comparable
 across domains or architectures, so it is measured here, not shipped).
 """
@@ -23,11 +25,13 @@ from jaxprov import verdict as V
 from jaxprov.metrics import roc_auc
 
 
-def feature(score, null, design):
+def feature(score, null, design, floor):
     null = [v for v in null if v is not None]
     if score is None or len(null) < 2:
         return 0.0
     if design == "evidence":
+        return V.evidence(score, null, floor)
+    if design == "evidence-no-floor":
         return V.evidence(score, null)
     if design == "minus-median":
         return score - float(np.median(null))
@@ -42,12 +46,13 @@ def main(path: str) -> None:
     pairs = doc["pairs"]
     val = [p for p in pairs if p["group"] == "val"]
     test = [p for p in pairs if p["group"] == "test"]
+    floors = V.spread_floors({m: [[np.nan if v is None else v for v in p["null"][m]] for p in val] for m in methods})
     subsets = [methods, [m for m in methods if m not in ("weights", "ipguard")], ["gradient_field", "cka"]]
     print(f"{'design':14s} {'methods':44s} {'overall':>8s} {'extract':>8s} {'worst':>6s}  weights")
-    for design in ("evidence", "minus-median", "minus-max", "raw"):
+    for design in ("evidence", "evidence-no-floor", "minus-median", "minus-max", "raw"):
         for subset in subsets:
             def rows(ps):
-                return np.asarray([[feature(p["scores"][m], p["null"][m], design) for m in subset] for p in ps])
+                return np.asarray([[feature(p["scores"][m], p["null"][m], design, floors[m]) for m in subset] for p in ps])
 
             v = V.fit(rows(val), np.asarray([p["label"] for p in val]), subset)
             prob = v.probabilities(rows(test))

@@ -57,15 +57,23 @@ def _cmd_compare(args) -> int:
     from jaxprov import api, comparison as compare_lib
 
     a, b = api.load(args.a, progress=True), api.load(args.b, progress=True)
-    null = []
-    if args.null:
-        null, failures = compare_lib.load_zoo_directory(args.null)
-        for line in failures:
-            print(f"jaxprov: warning: skipped {line}", file=sys.stderr)
+    null = _load_null(args.null)
     result = compare_lib.compare(a, b, args.method or None, null=null, seeds=args.seeds,
                                  key=jax.random.PRNGKey(args.seed))
     print(compare_lib.dumps(result) if args.json else result.summary())
     return 0
+
+
+def _load_null(folder: str | None) -> list:
+    """The models of a --null folder (none without one); unreadable entries are warned about."""
+    from jaxprov import comparison as compare_lib
+
+    if not folder:
+        return []
+    null, failures = compare_lib.load_zoo_directory(folder)
+    for line in failures:
+        print(f"jaxprov: warning: skipped {line}", file=sys.stderr)
+    return null
 
 
 def _cmd_scan(args) -> int:
@@ -73,8 +81,9 @@ def _cmd_scan(args) -> int:
 
     from jaxprov import scan
 
+    null = _load_null(args.null)
     result = scan.scan_directory(args.dir, args.out, args.method or None, seeds=args.seeds,
-                                 key=jax.random.PRNGKey(args.seed))
+                                 key=jax.random.PRNGKey(args.seed), null=null)
     for tag, group in result.groups.items():
         print(f"{tag}: {len(group['models'])} models -> {group['files']['html']}")
         for name, sim in group["similarity"].items():
@@ -154,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="fingerprint a folder of models; write matrices, heatmaps and an HTML report")
     p.add_argument("dir", help="a folder of checkpoints, Hugging Face directories and/or stored models")
     p.add_argument("--out", required=True, help="output folder (reports + the signature store; reruns resume)")
-    p.add_argument("--method", action="append", help="repeatable; default ddv and gradient_field")
-    p.add_argument("--seeds", default="mnist", help="probe seeds: mnist, digits, synthetic, a folder or .npy/.npz")
+    p.add_argument("--method", action="append", help="repeatable; default: the default verdict's methods, "
+                                                     "and its P(derived) matrix as 'default'")
+    p.add_argument("--null", help="a folder of models independent of every scanned one: they calibrate the "
+                                  "default verdict (without one, the zoo itself is the null)")
+    p.add_argument("--seeds", default="mnist", help="probe seeds: mnist, digits, a split such as mnist:test, "
+                                                    "synthetic, a folder or .npy/.npz")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
     p.set_defaults(func=_cmd_scan)
 

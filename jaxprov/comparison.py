@@ -305,11 +305,20 @@ def compare(a: Model, b: Model, methods: Sequence[str | Method] | None = None, *
     cols = [2 + i for i in verdict_lib.null_columns(b.arch, [m.arch for m in null])] if null else []
     for m in methods:
         method = zoo.method(m)
-        sim = zoo.similarity(method)
+        try:
+            sim = zoo.similarity(method)
+        except JaxprovError as err:
+            if combo is None:  # a method the caller named must run
+                raise
+            # The default verdict goes on without a method these inputs cannot feed (`mistakes` on
+            # unlabelled seeds): its evidence is 0, as for any pair a method cannot compare.
+            evidence[method.name] = 0.0
+            results.append(MethodResult(method.name, math.nan, (), None, f"skipped: {err}"))
+            continue
         score = float(sim.values[0, 1])
         null_scores = [float(v) for v in sim.values[0, 2:] if not math.isnan(v)]
         dead = bool(sim.dead[0] or sim.dead[1])
-        evidence[method.name] = verdict_lib.evidence(score, sim.values[0, cols]) if not dead else 0.0
+        evidence[method.name] = combo.evidence(method.name, score, sim.values[0, cols]) if combo and not dead else 0.0
         if math.isnan(score):
             results.append(MethodResult(method.name, score, tuple(null_scores), None, "not comparable", dead))
             continue

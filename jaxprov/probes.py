@@ -32,10 +32,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Probes:
-    """A pytree of arrays with a shared leading axis (the probe items), plus JSON metadata."""
+    """A pytree of arrays with a shared leading axis (the probe items), plus JSON metadata.
+
+    `labels` (optional, int [n]) are the true classes of labelled seeds (MNIST, digits, a zoo data
+    split, an .npz with a "y" array); methods that need ground truth (`mistakes`) read them.
+    """
 
     inputs: Any
     meta: dict = dataclasses.field(default_factory=dict)
+    labels: Any = None
 
     @property
     def n(self) -> int:
@@ -49,10 +54,13 @@ class Probes:
             a = np.ascontiguousarray(np.asarray(leaf))
             h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}".encode())
             h.update(a.tobytes())
+        if self.labels is not None:
+            h.update(b"labels|" + np.ascontiguousarray(np.asarray(self.labels, np.int64)).tobytes())
         return h.hexdigest()
 
     def take(self, start: int, stop: int) -> "Probes":
-        return Probes(jax.tree_util.tree_map(lambda a: a[start:stop], self.inputs), self.meta)
+        labels = None if self.labels is None else self.labels[start:stop]
+        return Probes(jax.tree_util.tree_map(lambda a: a[start:stop], self.inputs), self.meta, labels)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically write an .npz holding every leaf plus the metadata."""
@@ -63,7 +71,8 @@ class Probes:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
         try:
             np.savez(tmp, __meta__=json.dumps({"meta": self.meta, "keys": keys, "tree": _tree_spec(self.inputs),
-                                                "digest": self.digest}), **{f"leaf{i}": flat[k] for i, k in enumerate(keys)})
+                                                "digest": self.digest}), **{f"leaf{i}": flat[k] for i, k in enumerate(keys)},
+                     **({} if self.labels is None else {"labels": np.asarray(self.labels, np.int64)}))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -75,9 +84,10 @@ class Probes:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["__meta__"]))
                 leaves = [data[f"leaf{i}"] for i in range(len(header["keys"]))]
+                labels = data["labels"] if "labels" in data.files else None
         except (OSError, KeyError, ValueError) as err:
             raise JaxprovError(f"{path}: not a jaxprov probes file ({type(err).__name__})") from None
-        probes = cls(_tree_build(header["tree"], iter(leaves)), header["meta"])
+        probes = cls(_tree_build(header["tree"], iter(leaves)), header["meta"], labels)
         if probes.digest != header["digest"]:
             raise JaxprovError(f"{path}: probes file is corrupt (digest mismatch); delete it and rebuild the probes")
         return probes
@@ -152,17 +162,23 @@ def folder_images(folder: str | os.PathLike, size: tuple[int, int] | None = None
     return np.stack(images)
 
 
-def array_images(path: str | os.PathLike) -> np.ndarray:
-    """Images from .npy (one array) or .npz (key 'x' or the first array), NHWC or NCHW, [0,1] or [0,255]."""
+def array_images(path: str | os.PathLike, with_labels: bool = False):
+    """Images from .npy (one array) or .npz (key 'x' or the first array), NHWC or NCHW, [0,1] or [0,255].
+
+    With `with_labels`, returns (images, labels): an .npz's integer "y" array of one label per image,
+    else None."""
+    labels = None
     try:
         data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                array = data["x"] if "x" in data.files else data[data.files[0]]
+                if "y" in data.files:
+                    labels = np.asarray(data["y"])
+        else:
+            array = data
     except (OSError, ValueError) as err:
         raise JaxprovError(f"{path}: cannot read as .npy/.npz ({err})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            array = data["x"] if "x" in data.files else data[data.files[0]]
-    else:
-        array = data
     array = np.asarray(array, np.float32)
     if array.ndim == 3:
         array = array[..., None]
@@ -170,7 +186,13 @@ def array_images(path: str | os.PathLike) -> np.ndarray:
         raise JaxprovError(f"{path}: expected images [N, H, W, C] or [N, C, H, W], got shape {array.shape}")
     if array.shape[1] in (1, 3) and array.shape[3] not in (1, 3):
         array = array.transpose(0, 2, 3, 1)
-    return array / 255.0 if array.max() > 1.5 else array
+    images = array / 255.0 if array.max() > 1.5 else array
+    if not with_labels:
+        return images
+    if labels is not None and (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)):
+        raise JaxprovError(f"{path}: 'y' must hold one integer label per image ({len(images)}), "
+                           f"got {labels.dtype} {labels.shape}")
+    return images, labels
 
 
 def adapt(raw: np.ndarray, spec: InputSpec) -> jax.Array:
@@ -193,29 +215,40 @@ def adapt(raw: np.ndarray, spec: InputSpec) -> jax.Array:
 
 def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     """`n` seed inputs for models with input `spec`, chosen by `key` from `source`:
-    "mnist", "digits", "synthetic", a folder of images, an .npy/.npz file, or (text) a .txt file of
-    sentences plus a tokenizer directory in `spec`-compatible form (see text_seeds)."""
+    "mnist", "digits", a split of a zoo data domain ("mnist:test", "digits:test", see
+    `jaxprov.zoo.data`), "synthetic", a folder of images, an .npy/.npz file, or (text) a .txt file of
+    sentences plus a tokenizer directory in `spec`-compatible form (see text_seeds).
+
+    Seeds from MNIST, digits, a data split or an .npz holding a "y" array carry their true labels
+    (`Probes.labels`)."""
     source_path = Path(source)
+    labels = None
     if source == "synthetic":
         raw = np.asarray(jax.random.uniform(key, (n, *spec.shape), jnp.float32))
         return Probes(adapt(raw, spec) if spec.modality == "image" else jnp.asarray(raw),
                       {"source": "synthetic", "n": n, "key": key_repr(key)})
     if source == "mnist":
-        raw, _ = mnist_images()
+        raw, labels = mnist_images()
     elif source == "digits":
-        raw, _ = digits_images()
+        raw, labels = digits_images()
     elif source_path.is_dir():
         raw = folder_images(source_path)
     elif source_path.suffix in (".npy", ".npz"):
-        raw = array_images(source_path)
+        raw, labels = array_images(source_path, with_labels=True)
+    elif ":" in source:
+        from jaxprov.zoo import data as zoo_data
+
+        name, split = zoo_data.parse(source)
+        raw, labels = zoo_data.domain(name)[split]
     else:
-        raise JaxprovError(f"unknown seed source {source!r}: use mnist, digits, synthetic, a folder of images, "
-                           "or an .npy/.npz file")
+        raise JaxprovError(f"unknown seed source {source!r}: use mnist, digits, a data split such as mnist:test, "
+                           "synthetic, a folder of images, or an .npy/.npz file")
     if n > len(raw):
         raise JaxprovError(f"{source}: asked for {n} seeds but it holds only {len(raw)} inputs")
     index = np.sort(np.asarray(jax.random.choice(key, len(raw), (n,), replace=False)))
     return Probes(adapt(raw[index], spec), {"source": str(source), "n": n, "key": key_repr(key),
-                                            "index_sha256": hashlib.sha256(index.tobytes()).hexdigest()[:16]})
+                                            "index_sha256": hashlib.sha256(index.tobytes()).hexdigest()[:16]},
+                  None if labels is None else np.asarray(labels)[index].astype(np.int32))
 
 
 def text_seeds(path: str | os.PathLike, tokenizer_dir: str | os.PathLike, n: int, key: jax.Array,

@@ -49,8 +49,14 @@ def _progress(desc: str, total: int, enabled: bool):
 def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str] | None = None, *,
                 seeds: str = "mnist", key: jax.Array | None = None, engine: EngineConfig = EngineConfig(),
                 failures: Sequence[str] = (), method_config: dict | None = None, progress: bool = True,
-                title: str = "jaxprov scan") -> ScanResult:
-    """Fingerprint `models` with each method and write reports under `out` (one folder per input kind)."""
+                title: str = "jaxprov scan", null: Sequence[Model] = ()) -> ScanResult:
+    """Fingerprint `models` with each method and write reports under `out` (one folder per input kind).
+
+    `null`: models known to be independent of every model scanned. They are fingerprinted beside
+    them (and appear in the matrices, flagged "null") and calibrate the default verdict's matrix
+    as `compare`'s null does. Without at least verdict.MIN_NULL of them in a group, the zoo itself
+    is that group's null (`verdict.evidence_matrix`), which hides relatives when a large share of
+    the zoo is related."""
     from jaxprov.cache import SignatureStore
     from jaxprov.report import write_report
 
@@ -67,33 +73,45 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
     out = Path(out)
     store = SignatureStore(out / "store")
     groups: dict[str, list[Model]] = {}
-    for m in models:
+    null_names = {m.name for m in null}
+    for m in [*models, *null]:
         groups.setdefault(_group_tag(m), []).append(m)
     result = ScanResult(groups={}, failures=list(failures))
     for tag, members in groups.items():
         target = out if len(groups) == 1 else out / tag
         zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, store=store, method_config=method_config)
-        sims, timings = {}, {}
+        sims, timings, not_run = {}, {}, {}
         for name in methods:
             start = time.perf_counter()
             update, close = _progress(f"{name} ({tag})", len(members), progress)
             try:
                 zoo.signatures(name, progress=update)
+            except JaxprovError as err:
+                if combo is None:  # a method the caller named must run
+                    raise
+                # The default verdict goes on without a method these inputs cannot feed (`mistakes`
+                # on unlabelled seeds): its evidence counts as 0.
+                not_run[name] = str(err)
+                continue
             finally:
                 close()
             sims[name] = zoo.similarity(name)
             timings[name] = round(time.perf_counter() - start, 3)
         dead = tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members)))
+        is_null = [m.name in null_names for m in members]
+        calibrated_by = "null models" if sum(is_null) >= verdict_lib.MIN_NULL else "the zoo itself"
         if combo is not None:
-            values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members])
+            values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members],
+                                  is_null if calibrated_by == "null models" else None)
             sims["default"] = compare_lib.Similarity("default", tuple(zoo.names), values, dead)
         info = {m.name: {"arch": m.arch, "params": m.num_params,
                          "parent": (m.meta.get("lineage") or {}).get("parent"),
                          "derivation": (m.meta.get("lineage") or {}).get("derivation"),
-                         "dead": dead[i]} for i, m in enumerate(members)}
+                         "dead": dead[i], "null": is_null[i]} for i, m in enumerate(members)}
         metadata = {"seeds": seeds, "reference": zoo.reference.name, "seconds": timings,
-                    "probes": {name: zoo.probes(name).digest for name in methods},
-                    "default_verdict": None if combo is None else combo.to_json(),
+                    "probes": {name: zoo.probes(name).digest for name in methods if name in sims},
+                    "default_verdict": None if combo is None else combo.to_json(), "methods_not_run": not_run,
+                    "default_calibrated_by": None if combo is None else calibrated_by,
                     "skipped": list(failures)}
         files = write_report(target, zoo.names, {n: s.values for n, s in sims.items()}, info=info,
                              metadata=metadata, title=f"{title}: {tag}")

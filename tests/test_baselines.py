@@ -12,7 +12,7 @@ from jaxprov.engine import EngineConfig, signatures
 from jaxprov.errors import JaxprovError
 from jaxprov.methods import baselines
 from jaxprov.methods.base import Method
-from jaxprov.probes import Probes, seeds
+from jaxprov.probes import Probes, adapt, seeds
 
 N_PROBES = 12
 SEQUENTIAL = EngineConfig(strategy="sequential", probe_chunk=7, shard=False)
@@ -144,6 +144,74 @@ def test_ipguard_needs_a_reference(seed_probes):
 
 
 # ---------------------------------------------------------------------------------------------
+# Mistake agreement
+
+
+def test_mistakes_probes_are_the_reference_errors_and_similarity_is_agreement_there(zoo):
+    labelled = seeds("digits", zoo[0].input_spec, 200, jax.random.PRNGKey(3))
+    method = baselines.Mistakes(min_probes=5)
+    reference = zoo[0]
+    probes = method.make_probes(labelled, jax.random.PRNGKey(0), reference)
+    predicted = np.argmax(_outputs(reference, np.asarray(labelled.inputs)), axis=1)
+    wrong = predicted != labelled.labels
+    assert 5 <= wrong.sum() < 200  # an untrained net gets some digits right by chance, most wrong
+    np.testing.assert_array_equal(_x(probes), np.asarray(labelled.inputs, np.float64)[wrong])
+    assert probes.meta["n_mistakes"] == int(wrong.sum())
+    assert probes.meta["reference"]["name"] == reference.name
+
+    same_labels = [reference, _scaled(reference, 3.0, "scaled"), *zoo[1:4]]
+    sigs, sim = _pairwise(method, same_labels, probes)
+    labels = [np.argmax(_outputs(m, _x(probes)), axis=1) for m in same_labels]
+    np.testing.assert_allclose(sim, [[np.mean(a == b) for b in labels] for a in labels], atol=1e-6)
+    assert sim[0, 1] == pytest.approx(1.0)  # a rescaled copy makes every mistake of the reference
+    assert sim[0, 2] < 0.9
+
+    capped = baselines.Mistakes(max_probes=7, min_probes=5).make_probes(labelled, jax.random.PRNGKey(0), reference)
+    np.testing.assert_array_equal(_x(capped), _x(probes)[:7])  # the first mistakes in seed order
+
+
+def test_mistakes_needs_labelled_seeds_and_enough_mistakes(zoo, tmp_path):
+    unlabelled = seeds("synthetic", zoo[0].input_spec, 50, jax.random.PRNGKey(3))
+    with pytest.raises(JaxprovError, match="labelled seeds .*mnist:test"):
+        baselines.Mistakes().make_probes(unlabelled, jax.random.PRNGKey(0), zoo[0])
+    labelled = seeds("digits", zoo[0].input_spec, 30, jax.random.PRNGKey(3))
+    with pytest.raises(JaxprovError, match="misclassifies only .* of 30 labelled seeds"):
+        baselines.Mistakes(min_probes=31).make_probes(labelled, jax.random.PRNGKey(0), zoo[0])
+    with pytest.raises(JaxprovError, match="reference"):
+        baselines.Mistakes().make_probes(labelled, jax.random.PRNGKey(0))
+
+
+def test_labelled_seed_sources():
+    from jaxprov.zoo import data
+
+    spec = models.init("mlp[hidden=8]", jax.random.PRNGKey(0)).input_spec
+    drawn = seeds("mnist:test", spec, 40, jax.random.PRNGKey(2))
+    raw, labels = data.domain("mnist")["test"]
+    # The same digits, in order, with their labels (find each drawn image among the split's).
+    normalised = np.asarray(data.inputs("mnist:test", spec)[0]).reshape(len(raw), -1)
+    index = [int(np.argmin(np.abs(normalised - row).sum(axis=1))) for row in np.asarray(drawn.inputs).reshape(40, -1)]
+    np.testing.assert_array_equal(drawn.labels, labels[index])
+    assert index == sorted(index) and len(set(index)) == 40
+    with pytest.raises(JaxprovError, match="unknown data split 'mnist:nope'"):
+        seeds("mnist:nope", spec, 4, jax.random.PRNGKey(2))
+
+
+def test_npz_seeds_carry_labels_and_bad_labels_are_one_clear_error(tmp_path):
+    spec = models.init("mlp[hidden=8]", jax.random.PRNGKey(0)).input_spec
+    x = np.random.default_rng(0).uniform(size=(10, 28, 28, 1)).astype(np.float32)
+    np.savez(tmp_path / "ok.npz", x=x, y=np.arange(10))
+    drawn = seeds(str(tmp_path / "ok.npz"), spec, 4, jax.random.PRNGKey(2))
+    normalised = np.asarray(adapt(x, spec)).reshape(10, -1)
+    picked = [int(np.argmin(np.abs(normalised - row).sum(axis=1))) for row in np.asarray(drawn.inputs).reshape(4, -1)]
+    np.testing.assert_array_equal(drawn.labels, picked)
+    np.savez(tmp_path / "bad.npz", x=x, y=np.zeros(3))
+    with pytest.raises(JaxprovError, match="bad.npz: 'y' must hold one integer label per image"):
+        seeds(str(tmp_path / "bad.npz"), spec, 4, jax.random.PRNGKey(2))
+    assert seeds(str(tmp_path / "ok.npz"), spec, 4, jax.random.PRNGKey(2)).digest != Probes(drawn.inputs,
+                                                                                              drawn.meta).digest
+
+
+# ---------------------------------------------------------------------------------------------
 # Weight cosine
 
 
@@ -210,8 +278,8 @@ def test_cka_is_invariant_to_rotation_and_scale_not_to_any_linear_map():
 # Engine: batching changes nothing; lengths must agree unless the method says they may not
 
 
-@pytest.mark.parametrize("method", [baselines.SAC(), baselines.IPGuard(iters=5), baselines.CKA()],
-                         ids=lambda m: m.name)
+@pytest.mark.parametrize("method", [baselines.SAC(), baselines.IPGuard(iters=5), baselines.CKA(),
+                                    baselines.Mistakes(min_probes=1)], ids=lambda m: m.name)
 def test_vmapped_equals_sequential(zoo, seed_probes, method):
     probes = method.make_probes(seed_probes, jax.random.PRNGKey(6), zoo[0])
     same_labels = zoo[:4]
@@ -258,3 +326,21 @@ def test_mnist_zoo_children_score_above_independent_models(mnist_zoo, method, de
     print(f"{method.name} similarity to base:", scores)
     assert abs(sim[0] - 1.0) < 1e-5
     assert sim[1:1 + derived].min() > sim[4:].max(), scores
+
+
+def test_mnist_zoo_children_make_the_base_models_mistakes(mnist_zoo):  # noqa: F811
+    """On the held-out MNIST digits the base misclassifies, its distilled copy predicts the base's
+    wrong labels more often than any independently trained model does. (Fine-tuning on more
+    labelled digits repairs many of the mistakes: on this zoo the fine-tuned child makes fewer of
+    them than the independents, which is why the default verdict combines methods.)"""
+    x_test, y_test = mnist_zoo["data"]
+    method = baselines.Mistakes()
+    probes = method.make_probes(Probes(jax.numpy.asarray(x_test), {"source": "mnist-test"}, np.asarray(y_test)),
+                                jax.random.PRNGKey(1), mnist_zoo["base"])
+    zoo = [mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled")] + mnist_zoo["independent"]
+    sigs = signatures(method, zoo, probes)
+    sim = method.pairwise(sigs.matrix[:1], sigs.matrix)[0]
+    scores = dict(zip(sigs.names, np.round(sim, 4).tolist()))
+    print(f"mistakes: {probes.n} probes; agreement with base:", scores)
+    assert probes.n >= method.min_probes and abs(sim[0] - 1.0) < 1e-5
+    assert sim[3] > sim[4:].max() + 0.1, scores

@@ -107,3 +107,21 @@ def test_default_verdict_combines_methods_against_the_suspects_kind_of_null(mnis
     # Too small a null for the combination: the per-method p-values decide, and it says why.
     small = compare(mnist_zoo["base"], mnist_zoo["finetuned"], null=lenets[:1], verdict=combo)
     assert small.probability is None and "at least 2 null models" in small.reason
+
+
+def test_default_verdict_goes_on_without_a_method_its_seeds_cannot_feed(mnist_zoo):
+    from jaxprov.verdict import Verdict
+
+    # `mistakes` needs labelled seeds: with synthetic (unlabelled) ones the combination skips it,
+    # says why, and decides on the rest; a caller who names it explicitly gets the error.
+    combo = Verdict(("weights", "mistakes"), {}, (1.0, 1.0), -2.0, floors={"weights": 0.01})
+    null = mnist_zoo["independent"]
+    result = compare(mnist_zoo["base"], mnist_zoo["finetuned"], null=null, seeds="synthetic", verdict=combo)
+    skipped = {r.method: r for r in result.results}["mistakes"]
+    assert skipped.verdict.startswith("skipped: mistakes needs labelled seeds") and skipped.p_value is None
+    assert result.verdict == "derived" and result.probability > 0.9
+    with pytest.raises(JaxprovError, match="labelled seeds"):
+        compare(mnist_zoo["base"], mnist_zoo["finetuned"], ["mistakes"], null=null, seeds="synthetic")
+    # With labelled held-out seeds it runs, and the distilled copy makes the base's mistakes.
+    labelled = compare(mnist_zoo["base"], mnist_zoo["distilled"], ["mistakes"], null=null, seeds="mnist:test")
+    assert labelled.results[0].similarity > max(labelled.results[0].null)

@@ -80,15 +80,26 @@ def test_scan_reports_the_default_verdict_beside_its_methods(mnist_zoo, tmp_path
 
     combo = verdict.load_default()
     assert combo is not None, "jaxprov/data/verdict.json ships with the package"
-    members = [mnist_zoo[n] for n in ("base", "finetuned", "pruned")] + mnist_zoo["independent"]
+    members = [mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled")]
+    null = mnist_zoo["independent"]
     config = {m: {"n_seeds": 64} for m in ("ddv", "sac", "ipguard", "cka")}
     config["gradient_field"] = {"n_anchors": 16}
-    result = scan_models(members, tmp_path / "out", seeds="mnist", progress=False, method_config=config)
+    result = scan_models(members, tmp_path / "out", seeds="mnist", progress=False, method_config=config, null=null)
     (group,) = result.groups.values()
     assert list(group["similarity"]) == [*combo.methods, "default"]
     p = group["similarity"]["default"]
     assert np.all((p.values >= 0) & (p.values <= 1)) and np.all(np.diag(p.values) == 1)
-    independent = [m.name for m in mnist_zoo["independent"]]
-    assert min(p["base", "finetuned"], p["base", "pruned"]) > max(p["base", n] for n in independent)
+    # Calibrated by the null models: the fine-tuned and pruned children are called derived, and the
+    # distilled copy (caught by `mistakes` only) still ranks above every independent model.
+    independent = [m.name for m in null]
+    assert min(p["base", "finetuned"], p["base", "pruned"]) > 0.5 > max(p["base", n] for n in independent)
+    assert p["base", "distilled"] > max(p["base", n] for n in independent)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["metadata"]["default_verdict"]["methods"] == list(combo.methods)
+    assert saved["metadata"]["default_calibrated_by"] == "null models"
+
+    # Without null models the zoo itself is the null, and the report says so.
+    alone = scan_models(members, tmp_path / "alone", seeds="mnist", progress=False, method_config=config)
+    assert list(alone.groups.values())[0]["similarity"]["default"].values.shape == (4, 4)
+    saved = json.loads((tmp_path / "alone" / "report.json").read_text())
+    assert saved["metadata"]["default_calibrated_by"] == "the zoo itself"

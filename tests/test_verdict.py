@@ -23,6 +23,28 @@ def test_evidence_is_zero_without_comparison_and_grows_with_distance_above_the_n
     assert verdict.evidence(0.3 + 10 * 0.1, null) < 3 * verdict.evidence(0.3 + 0.1, null)
 
 
+def test_a_spread_floor_keeps_a_tight_small_null_from_inflating_evidence():
+    tight = [0.500, 0.501, 0.502]  # three null models that happen to agree to 0.001
+    typical = [[0.4, 0.5, 0.6], [0.1, 0.2, 0.35, 0.3], [0.7, 0.72]]
+    floors = verdict.spread_floors({"m": typical, "dead": [[0.1]]})
+    spreads = [verdict.null_spread(n) for n in typical]
+    assert floors["m"] == pytest.approx(float(np.median(spreads)))
+    assert floors["dead"] == verdict.SPREAD_FLOOR  # no usable null: the global floor
+    assert math.isnan(verdict.null_spread([0.3, float("nan")]))
+    # Without the method's floor 0.56 is 6 (global-floor) spreads above the null; with it, under one.
+    assert verdict.evidence(0.56, tight) > 1.5
+    floored = verdict.evidence(0.56, tight, floors["m"])
+    assert 0 < floored < 0.6
+    # A wide null keeps its own spread: the floor only ever widens.
+    wide = [0.0, 0.5, 1.0]
+    assert verdict.evidence(1.2, wide, floors["m"]) == pytest.approx(verdict.evidence(1.2, wide))
+    # The verdict carries its floors through its file, and applies them.
+    v = verdict.Verdict(("m",), {}, (1.0,), 0.0, floors=floors)
+    again = verdict.Verdict.from_json(json.loads(json.dumps(v.to_json())))
+    assert again.floor("m") == pytest.approx(floors["m"]) and again.floor("other") == verdict.SPREAD_FLOOR
+    assert again.evidence("m", 0.56, tight) == pytest.approx(floored)
+
+
 def test_null_columns_prefer_the_suspects_architecture_family():
     archs = ["mlp", "lenet", "mlp", "lenet", "lenet[num_classes=2]"]
     assert verdict.null_columns("lenet[num_classes=10]", archs) == [1, 3, 4]

@@ -20,9 +20,10 @@ The default verdict (a logistic model over every method's evidence) is fitted on
 only and reported on the test group only, so it is never scored on what it was fitted on. Single
 methods have nothing to fit; their figures are reported on the same test group, and on all pairs.
 
-Probes never look at an evaluation model: DDV twins and IPGuard boundary points are generated on
-the reference (the model owner's own model), gradient-field anchors and SAC/CKA seeds are drawn
-from MNIST by a fixed key.
+Probes never look at an evaluation model: DDV twins, IPGuard boundary points and the reference's
+mistakes are generated on the reference (the model owner's own model); every seed and anchor is
+drawn by a fixed key from MNIST's held-out "test" split, which no zoo model trained on and no
+attacker queried.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class Preset:
     stages: Mapping[str, Mapping[str, float]]
     adversarial: Mapping[str, float]
     method_config: Mapping[str, Mapping[str, Any]]
-    methods: Sequence[str] = ("ddv", "gradient_field", "sac", "ipguard", "cka", "weights")
-    seeds: str = "mnist"
+    methods: Sequence[str] = ("ddv", "gradient_field", "sac", "ipguard", "cka", "weights", "mistakes")
+    # Probes come from MNIST's held-out split: no zoo model trained on it and no attacker queried it.
+    seeds: str = "mnist:test"
     n_boot: int = 1000
     device_note: str = "CPU"
 
@@ -112,6 +114,7 @@ _SMALL_METHODS = {
     "sac": {"n_seeds": 100},
     "ipguard": {"n_seeds": 100},
     "cka": {"n_seeds": 200},
+    "mistakes": {"n_seeds": 1000},
 }
 _SMALL_OTHER = {"mlp": "lenet", "lenet": "mlp"}
 _ADV_SMALL = {"eps": 0.5, "steps": 3, "step_size": 0.25}  # normalised units (MNIST std 0.3081): 0.15 of a pixel
@@ -153,7 +156,9 @@ PRESETS: dict[str, Preset] = {
                           ("lenet", s + 16, "digits:train", ())]
                       for g, s in (("val", 100), ("test", 200))},
         nulls={g: [("mlp", s + 21), ("mlp", s + 22), ("mlp", s + 23),
-                   ("lenet", s + 24), ("lenet", s + 25), ("lenet", s + 26)] for g, s in (("val", 100), ("test", 200))},
+                   ("lenet", s + 24), ("lenet", s + 25), ("lenet", s + 26),
+                   ("mlp", s + 27), ("mlp", s + 28), ("lenet", s + 29), ("lenet", s + 30)]
+               for g, s in (("val", 100), ("test", 200))},
         other_arch=_SMALL_OTHER, stages={**_SMALL_STAGES, "train": {"epochs": 8, "lr": 2e-3}},
         adversarial=_ADV_SMALL, method_config={**_SMALL_METHODS, "gradient_field": {"n_anchors": 128, "steps": 50},
                                                "ddv": {**_SMALL_METHODS["ddv"], "n_seeds": 300}},
@@ -173,7 +178,8 @@ PRESETS: dict[str, Preset] = {
         adversarial={"eps": 0.03, "steps": 5, "step_size": 0.01},
         method_config={"ddv": {"n_seeds": 300, "eps": 1.2, "step": 0.2},
                        "gradient_field": {"n_anchors": 256, "steps": 50},
-                       "sac": {"n_seeds": 100}, "ipguard": {"n_seeds": 100}, "cka": {"n_seeds": 300}},
+                       "sac": {"n_seeds": 100}, "ipguard": {"n_seeds": 100}, "cka": {"n_seeds": 300},
+                       "mistakes": {"n_seeds": 1000, "min_probes": 5}},
         device_note="GPU"),
 }
 
@@ -316,9 +322,22 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
                 cols = [null_idx[i] for i in verdict_lib.null_columns(models[s].arch, null_archs)]
                 scores = {m: float(rows[m][r][index[s]]) for m in preset.methods}
                 null = {m: [float(v) for v in rows[m][r][cols]] for m in preset.methods}
-                evid = {m: verdict_lib.evidence(scores[m], null[m]) for m in preset.methods}
-                pairs.append(Pair(group, r, s, label, reuse, scores, evid, null))
+                pairs.append(Pair(group, r, s, label, reuse, scores, {}, null))
     return pairs, matrices
+
+
+def add_evidence(pairs: Sequence[Pair], methods: Sequence[str]) -> dict[str, float]:
+    """Set every pair's evidence, with each method's spread floor measured on the val group's nulls
+    (one per reference and suspect kind); returns the floors."""
+    val_nulls: dict[str, dict[tuple, list[float]]] = {m: {} for m in methods}
+    for p in pairs:
+        if p.group == "val":
+            for m in methods:
+                val_nulls[m].setdefault((p.reference, tuple(p.null[m])), p.null[m])
+    floors = verdict_lib.spread_floors({m: list(v.values()) for m, v in val_nulls.items()})
+    for p in pairs:
+        p.evidence = {m: verdict_lib.evidence(p.scores[m], p.null[m], floors[m]) for m in methods}
+    return floors
 
 
 def _negative_kind(suspect: dict) -> str:
@@ -391,15 +410,18 @@ def evaluate(pairs: Sequence[Pair], method: str, n_boot: int, seed: int = 0) -> 
     return out
 
 
-def fit_default(pairs: Sequence[Pair], preset: Preset) -> verdict_lib.Verdict:
-    """The logistic combination, fitted on the val group's pairs only."""
+def fit_default(pairs: Sequence[Pair], preset: Preset, floors: Mapping[str, float] | None = None
+                ) -> verdict_lib.Verdict:
+    """The logistic combination, fitted on the val group's pairs only (their evidence was computed
+    with `floors`, which the verdict records)."""
     val = [p for p in pairs if p.group == "val"]
     x = np.asarray([[p.evidence[m] for m in preset.methods] for p in val])
     y = np.asarray([p.label for p in val])
     provenance = {"fitted_on": f"jaxprov bench reuse --preset {preset.name}: val group",
                   "n_val_pairs": len(val), "n_val_positive": int(y.sum()),
-                  "references_val": sorted({p.reference for p in val}), "jaxprov": _version()}
-    return verdict_lib.fit(x, y, preset.methods, preset.method_config, provenance=provenance)
+                  "references_val": sorted({p.reference for p in val}), "seeds": preset.seeds,
+                  "jaxprov": _version()}
+    return verdict_lib.fit(x, y, preset.methods, preset.method_config, provenance=provenance, floors=floors)
 
 
 def _version() -> str:
@@ -440,7 +462,8 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
 
     t0 = time.perf_counter()
     log("[3/3] default verdict (fitted on val) and metrics (on test)")
-    default = fit_default(pairs, preset)
+    floors = add_evidence(pairs, preset.methods)
+    default = fit_default(pairs, preset, floors)
     test = [p for p in pairs if p.group == "test"]
     x_test = np.asarray([[p.evidence[m] for m in preset.methods] for p in test])
     for p, prob in zip(test, default.probabilities(x_test) if test else []):

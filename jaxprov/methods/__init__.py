@@ -16,6 +16,7 @@ _REGISTRY = {
     "ipguard": ("jaxprov.methods.baselines", "IPGuard"),
     "weights": ("jaxprov.methods.baselines", "WeightCosine"),
     "cka": ("jaxprov.methods.baselines", "CKA"),
+    "mistakes": ("jaxprov.methods.baselines", "Mistakes"),
 }
 DEFAULT_METHODS = ("ddv", "gradient_field")
 

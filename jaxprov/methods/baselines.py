@@ -18,6 +18,13 @@ shared by the zoo) so they run, batch and compare exactly like ours.
       signature = vec(onehot(argmax f(x'_i))) / sqrt(n),     a . b = fraction of labels that agree
 
   Labels index a label space, so only models with equal output sizes compare (`same_output_size_only`).
+- Mistake agreement (SAC-w's probe choice, Guan et al. 2022, with IPGuard's label signature).
+  Probes are the labelled seeds the REFERENCE model misclassifies; a model's signature is its
+  one-hot predicted labels there, so a . b = how often b makes a's mistakes (the very wrong label).
+  A copy fitted to the reference's outputs (distillation, extraction by labels or probabilities)
+  inherits its errors; an independent model, even one trained on the same data, mostly gets those
+  inputs right or wrong differently. Seeds must carry labels and must not include the data the
+  suspects were trained on (use a held-out split: "mnist:test").
 - Weight cosine (the weight-space view MoTHer builds on): signature = every float param, flattened
   in tree order (batch_stats excluded), L2-normalised; compares models of one arch only.
 - Linear CKA (Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML
@@ -43,6 +50,7 @@ from jaxprov.methods.base import Apply, Method, continuous_inputs, safe_normaliz
 
 # Below this norm an output / feature vector has no direction: it counts as zero, never NaN.
 _TINY_NORM = 1e-12
+_FORWARD_CHUNK = 512  # inputs per forward pass when a method labels its seeds
 # SAC's pairwise holds at most this many float32 |differences| at once (256 MiB).
 PAIRWISE_CHUNK_ELEMENTS = 2**26
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -228,13 +236,89 @@ class IPGuard(Method):
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:
         """One-hot predicted label of each probe: [chunk, C]."""
-        out = apply(params, probes["x"])
-        out = out.reshape(out.shape[0], -1)
-        return jax.nn.one_hot(jnp.argmax(out, axis=1), out.shape[1], dtype=jnp.float32)
+        return _label_rows(apply, params, probes)
 
     def finalize(self, rows: jax.Array) -> jax.Array:
         """Flattened one-hots / sqrt(n): the dot product of two signatures is their label agreement."""
-        return rows.reshape(-1) / np.sqrt(rows.shape[0])
+        return _label_signature(rows)
+
+
+def _label_rows(apply: Apply, params, probes) -> jax.Array:
+    out = apply(params, probes["x"])
+    out = out.reshape(out.shape[0], -1)
+    return jax.nn.one_hot(jnp.argmax(out, axis=1), out.shape[1], dtype=jnp.float32)
+
+
+def _label_signature(rows: jax.Array) -> jax.Array:
+    return rows.reshape(-1) / np.sqrt(rows.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Mistake agreement
+
+
+@dataclasses.dataclass(frozen=True)
+class Mistakes(Method):
+    """Agreement on the reference's mistakes: the labelled seeds the reference gets wrong, and
+    each model's predicted label there (see the module docstring).
+
+    On the reuse benchmark's CPU zoo (MNIST MLP / LeNet, seeds from the held-out "mnist:test"),
+    extracted and distilled copies make 0.2-0.9 of their victim's mistakes; models trained
+    independently on the victim's own training data mostly far fewer.
+
+    Attributes:
+      n_seeds: how many labelled seeds callers draw; the reference's mistakes among them are the
+        probes (a model with 97 % accuracy makes ~30 on 1,000 seeds).
+      max_probes: keep at most this many mistakes (the first ones in seed order).
+      min_probes: fewer mistakes than this is an error: the agreement would be too coarse to read.
+    """
+
+    name = "mistakes"
+    needs_reference = True
+    same_output_size_only = True
+
+    n_seeds: int = 1000
+    max_probes: int = 500
+    min_probes: int = 10
+
+    def make_probes(self, seeds, key: jax.Array, reference=None):
+        """The seeds `reference` misclassifies (argmax != label), in seed order.
+
+        Args:
+          seeds: labelled Probes (`labels` set: MNIST, digits, a data split, an .npz with "y").
+          key: unused: the probes are a function of the seeds and the reference.
+          reference: the `jaxprov.Model` whose mistakes are the fingerprint.
+        """
+        from jaxprov.probes import Probes
+        from jaxprov.store import model_digest
+
+        if reference is None:
+            raise JaxprovError("mistakes needs a reference model whose mistakes are the probes; "
+                               "pass reference=<a Model of the zoo>")
+        if seeds.labels is None:
+            raise JaxprovError(f"mistakes needs labelled seeds (source {seeds.meta.get('source')!r} has no labels); "
+                               "use mnist, digits, a split such as mnist:test, or an .npz with a 'y' array")
+        x = continuous_inputs(seeds, self.name)
+        predicted = np.concatenate([
+            np.asarray(jnp.argmax(_label_rows(reference.apply, reference.params, {"x": x[i:i + _FORWARD_CHUNK]}), axis=1))
+            for i in range(0, x.shape[0], _FORWARD_CHUNK)])
+        wrong = np.flatnonzero(predicted != np.asarray(seeds.labels))[:self.max_probes]
+        if wrong.size < self.min_probes:
+            raise JaxprovError(f"mistakes: reference {reference.name} misclassifies only {wrong.size} of "
+                               f"{x.shape[0]} labelled seeds (need {self.min_probes}); draw more seeds "
+                               "(n_seeds) or use harder held-out data")
+        meta = {**seeds.meta, "method": self.name, "config": self.config(), "n_mistakes": int(wrong.size),
+                "reference": {"name": reference.name, "arch": reference.arch,
+                              "params_digest": model_digest(reference)}}
+        return Probes(inputs={"x": x[wrong]}, meta=meta)
+
+    def rows(self, apply: Apply, params, probes) -> jax.Array:
+        """One-hot predicted label of each probe: [chunk, C]."""
+        return _label_rows(apply, params, probes)
+
+    def finalize(self, rows: jax.Array) -> jax.Array:
+        """Flattened one-hots / sqrt(n): the dot product of two signatures is their label agreement."""
+        return _label_signature(rows)
 
 
 # ---------------------------------------------------------------------------------------------
