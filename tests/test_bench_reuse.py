@@ -11,10 +11,11 @@ STRONG_REUSE = ("finetune-last", "finetune-all", "prune-20", "prune-50", "prune-
 
 
 @pytest.fixture(scope="module")
-def ci_run(request):
+def ci_run(request, tmp_path_factory):
     # The zoo and signatures are reused between local runs (the recipe builder and the store
-    # resume); a fresh clone (CI) builds everything.
-    out = request.config.cache.mkdir("reuse_ci_v1")
+    # resume); a fresh clone (CI), or a run without pytest's cache, builds everything.
+    cache = getattr(request.config, "cache", None)
+    out = cache.mkdir("reuse_ci_v1") if cache else tmp_path_factory.mktemp("reuse_ci")
     doc = reuse.run("ci", out, log=lambda line: None)
     return out, doc
 

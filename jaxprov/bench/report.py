@@ -55,12 +55,13 @@ def markdown(doc: Mapping) -> str:
     lines += [f"Negatives per row: {n_neg} (TPR at 1 % FPR then allows "
               f"{math.floor(0.01 * n_neg + 1e-9)} false positive(s)). 95 % bootstrap intervals are in reuse.json.",
               "", "## Default verdict", "",
-              "Logistic model over each method's evidence (signed log of null spreads above the null median), "
-              "fitted on the val group:", "",
-              "| method | weight |", "|---|---:|"]
+              "Logistic model over each method's evidence (signed log of null spreads above the null median, "
+              "each spread at least the method's floor: its median null spread on val), fitted on the val group:", "",
+              "| method | weight | floor |", "|---|---:|---:|"]
     v = doc["verdict"]
-    lines += [f"| {m} | {w:+.3f} |" for m, w in zip(v["methods"], v["weights"])]
-    lines += [f"| (bias) | {v['bias']:+.3f} |", ""]
+    floors = v.get("floors", {})
+    lines += [f"| {m} | {w:+.3f} | {floors.get(m, float('nan')):.4f} |" for m, w in zip(v["methods"], v["weights"])]
+    lines += [f"| (bias) | {v['bias']:+.3f} | |", ""]
     return "\n".join(lines)
 
 

@@ -143,7 +143,30 @@ class SAC(Method):
 
 
 # ---------------------------------------------------------------------------------------------
-# IPGuard
+# Label agreement: IPGuard and mistakes
+
+
+@dataclasses.dataclass(frozen=True)
+class _LabelAgreement(Method):
+    """A model's signature is its one-hot predicted label at each probe, / sqrt(n): the dot product
+    of two signatures is the fraction of probes where they predict the same label (IPGuard,
+    mistakes). Labels index a label space, so only equal output sizes compare."""
+
+    same_output_size_only = True
+
+    def rows(self, apply: Apply, params, probes) -> jax.Array:
+        """One-hot predicted label of each probe: [chunk, C]."""
+        return _label_rows(apply, params, probes)
+
+    def finalize(self, rows: jax.Array) -> jax.Array:
+        """Flattened one-hots / sqrt(n): the dot product of two signatures is their label agreement."""
+        return rows.reshape(-1) / np.sqrt(rows.shape[0])
+
+
+def _label_rows(apply: Apply, params, probes) -> jax.Array:
+    out = apply(params, probes["x"])
+    out = out.reshape(out.shape[0], -1)
+    return jax.nn.one_hot(jnp.argmax(out, axis=1), out.shape[1], dtype=jnp.float32)
 
 
 def _pair_gap(apply: Apply, params, x: jax.Array, pair: jax.Array) -> jax.Array:
@@ -173,7 +196,7 @@ def _boundary_points(method: "IPGuard", apply: Apply, params, x: jax.Array, lo: 
 
 
 @dataclasses.dataclass(frozen=True)
-class IPGuard(Method):
+class IPGuard(_LabelAgreement):
     """IPGuard's boundary fingerprint. The boundary search is ours; like IPGuard's loss
     (ReLU(g_i - g_j + k) + ReLU(max_{t != i,j} g_t - g_i)) it puts each point just past the boundary
     between two labels, on the runner-up's side by a margin.
@@ -198,7 +221,6 @@ class IPGuard(Method):
 
     name = "ipguard"
     needs_reference = True
-    same_output_size_only = True
 
     n_seeds: int = 100
     iters: int = 20
@@ -234,31 +256,13 @@ class IPGuard(Method):
                               "params_digest": model_digest(reference)}}
         return Probes(inputs={"x": points}, meta=meta)
 
-    def rows(self, apply: Apply, params, probes) -> jax.Array:
-        """One-hot predicted label of each probe: [chunk, C]."""
-        return _label_rows(apply, params, probes)
-
-    def finalize(self, rows: jax.Array) -> jax.Array:
-        """Flattened one-hots / sqrt(n): the dot product of two signatures is their label agreement."""
-        return _label_signature(rows)
-
-
-def _label_rows(apply: Apply, params, probes) -> jax.Array:
-    out = apply(params, probes["x"])
-    out = out.reshape(out.shape[0], -1)
-    return jax.nn.one_hot(jnp.argmax(out, axis=1), out.shape[1], dtype=jnp.float32)
-
-
-def _label_signature(rows: jax.Array) -> jax.Array:
-    return rows.reshape(-1) / np.sqrt(rows.shape[0])
-
 
 # ---------------------------------------------------------------------------------------------
 # Mistake agreement
 
 
 @dataclasses.dataclass(frozen=True)
-class Mistakes(Method):
+class Mistakes(_LabelAgreement):
     """Agreement on the reference's mistakes: the labelled seeds the reference gets wrong, and
     each model's predicted label there (see the module docstring).
 
@@ -275,7 +279,6 @@ class Mistakes(Method):
 
     name = "mistakes"
     needs_reference = True
-    same_output_size_only = True
 
     n_seeds: int = 1000
     max_probes: int = 500
@@ -312,13 +315,6 @@ class Mistakes(Method):
                               "params_digest": model_digest(reference)}}
         return Probes(inputs={"x": x[wrong]}, meta=meta)
 
-    def rows(self, apply: Apply, params, probes) -> jax.Array:
-        """One-hot predicted label of each probe: [chunk, C]."""
-        return _label_rows(apply, params, probes)
-
-    def finalize(self, rows: jax.Array) -> jax.Array:
-        """Flattened one-hots / sqrt(n): the dot product of two signatures is their label agreement."""
-        return _label_signature(rows)
 
 
 # ---------------------------------------------------------------------------------------------
