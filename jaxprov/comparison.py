@@ -112,6 +112,15 @@ class Zoo:
             self._probes[method] = method.make_probes(seeds, probe_key, reference)
         return self._probes[method]
 
+    def unavailable(self, method: str | Method) -> str | None:
+        """Why `method`'s probes cannot be built from this zoo's seeds (`mistakes` on unlabelled
+        seeds, say), or None when they can. The default verdict skips such a method."""
+        try:
+            self.probes(method)
+        except JaxprovError as err:
+            return str(err)
+        return None
+
     def signatures(self, method: str | Method, progress=None) -> Signatures:
         method = self.method(method)
         if method not in self._signatures:
@@ -305,16 +314,14 @@ def compare(a: Model, b: Model, methods: Sequence[str | Method] | None = None, *
     cols = [2 + i for i in verdict_lib.null_columns(b.arch, [m.arch for m in null])] if null else []
     for m in methods:
         method = zoo.method(m)
-        try:
-            sim = zoo.similarity(method)
-        except JaxprovError as err:
-            if combo is None:  # a method the caller named must run
-                raise
-            # The default verdict goes on without a method these inputs cannot feed (`mistakes` on
-            # unlabelled seeds): its evidence is 0, as for any pair a method cannot compare.
+        # The default verdict goes on without a method these seeds cannot feed: its evidence is 0,
+        # as for any pair a method cannot compare. A method the caller named must run.
+        reason = zoo.unavailable(method) if combo is not None else None
+        if reason is not None:
             evidence[method.name] = 0.0
-            results.append(MethodResult(method.name, math.nan, (), None, f"skipped: {err}"))
+            results.append(MethodResult(method.name, math.nan, (), None, f"skipped: {reason}"))
             continue
+        sim = zoo.similarity(method)
         score = float(sim.values[0, 1])
         null_scores = [float(v) for v in sim.values[0, 2:] if not math.isnan(v)]
         dead = bool(sim.dead[0] or sim.dead[1])

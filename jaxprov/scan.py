@@ -82,27 +82,26 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
         zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, store=store, method_config=method_config)
         sims, timings, not_run = {}, {}, {}
         for name in methods:
+            # The default verdict goes on without a method these seeds cannot feed (its evidence
+            # counts as 0); a method the caller named must run.
+            reason = zoo.unavailable(name) if combo is not None else None
+            if reason is not None:
+                not_run[name] = reason
+                continue
             start = time.perf_counter()
             update, close = _progress(f"{name} ({tag})", len(members), progress)
             try:
                 zoo.signatures(name, progress=update)
-            except JaxprovError as err:
-                if combo is None:  # a method the caller named must run
-                    raise
-                # The default verdict goes on without a method these inputs cannot feed (`mistakes`
-                # on unlabelled seeds): its evidence counts as 0.
-                not_run[name] = str(err)
-                continue
             finally:
                 close()
             sims[name] = zoo.similarity(name)
             timings[name] = round(time.perf_counter() - start, 3)
         dead = tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members)))
         is_null = [m.name in null_names for m in members]
-        calibrated_by = "null models" if sum(is_null) >= verdict_lib.MIN_NULL else "the zoo itself"
+        by_null = sum(is_null) >= verdict_lib.MIN_NULL
         if combo is not None:
             values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members],
-                                  is_null if calibrated_by == "null models" else None)
+                                  is_null if by_null else None)
             sims["default"] = compare_lib.Similarity("default", tuple(zoo.names), values, dead)
         info = {m.name: {"arch": m.arch, "params": m.num_params,
                          "parent": (m.meta.get("lineage") or {}).get("parent"),
@@ -111,7 +110,7 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
         metadata = {"seeds": seeds, "reference": zoo.reference.name, "seconds": timings,
                     "probes": {name: zoo.probes(name).digest for name in methods if name in sims},
                     "default_verdict": None if combo is None else combo.to_json(), "methods_not_run": not_run,
-                    "default_calibrated_by": None if combo is None else calibrated_by,
+                    "default_calibrated_by": None if combo is None else ("null models" if by_null else "the zoo itself"),
                     "skipped": list(failures)}
         files = write_report(target, zoo.names, {n: s.values for n, s in sims.items()}, info=info,
                              metadata=metadata, title=f"{title}: {tag}")

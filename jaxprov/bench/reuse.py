@@ -370,13 +370,11 @@ def _correctness_flags(pairs: Sequence[Pair], scores: np.ndarray) -> dict[tuple[
     by_suspect: dict[str, list[tuple[Pair, float]]] = {}
     for p, score in zip(pairs, scores):
         by_suspect.setdefault(p.suspect, []).append((p, float(score)))
-    flags = {}
+    ranked = {}  # (reference, suspect) -> (its score, the suspect's scores from unrelated references)
     for suspect, scored in by_suspect.items():
         unrelated = [score for p, score in scored if not p.label]
-        for p, score in scored:
-            if p.label:
-                flags[(p.reference, suspect)] = bool(not unrelated or score > max(unrelated))
-    return flags
+        ranked.update({(p.reference, suspect): (score, unrelated) for p, score in scored if p.label})
+    return dict(zip(ranked, (bool(f) for f in metrics.correctness_flags(ranked)))) if ranked else {}
 
 
 def evaluate(pairs: Sequence[Pair], method: str, n_boot: int, seed: int = 0) -> dict[str, dict]:

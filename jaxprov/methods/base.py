@@ -52,6 +52,13 @@ def continuous_inputs(seeds, method: str) -> jax.Array:
     return jnp.asarray(seeds.inputs, jnp.float32)
 
 
+def reference_meta(reference) -> dict:
+    """What probes generated on a reference model record of it: name, arch and params digest."""
+    from jaxprov.store import model_digest
+
+    return {"name": reference.name, "arch": reference.arch, "params_digest": model_digest(reference)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """Base class: subclasses are frozen dataclasses whose fields are the method's config.

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import Apply, Method, continuous_inputs, safe_normalize, unit_rows
+from jaxprov.methods.base import Apply, Method, continuous_inputs, reference_meta, safe_normalize, unit_rows
 
 # Below this norm an output / feature vector has no direction: it counts as zero, never NaN.
 _TINY_NORM = 1e-12
@@ -240,7 +240,6 @@ class IPGuard(_LabelAgreement):
           All n seeds are searched in one batch: memory is one forward + backward pass over n inputs.
         """
         from jaxprov.probes import Probes
-        from jaxprov.store import model_digest
 
         if reference is None:
             raise JaxprovError("ipguard needs a reference model to find decision-boundary points on; "
@@ -252,8 +251,7 @@ class IPGuard(_LabelAgreement):
         lo, hi = (jnp.asarray(b, jnp.float32).reshape(shape) for b in bounds)
         points = _boundary_points(self, reference.apply, reference.params, x, lo, hi)
         meta = {**seeds.meta, "method": self.name, "config": self.config(),
-                "reference": {"name": reference.name, "arch": reference.arch,
-                              "params_digest": model_digest(reference)}}
+                "reference": reference_meta(reference)}
         return Probes(inputs={"x": points}, meta=meta)
 
 
@@ -293,7 +291,6 @@ class Mistakes(_LabelAgreement):
           reference: the `jaxprov.Model` whose mistakes are the fingerprint.
         """
         from jaxprov.probes import Probes
-        from jaxprov.store import model_digest
 
         if reference is None:
             raise JaxprovError("mistakes needs a reference model whose mistakes are the probes; "
@@ -311,8 +308,7 @@ class Mistakes(_LabelAgreement):
                                f"{x.shape[0]} labelled seeds (need {self.min_probes}); draw more seeds "
                                "(n_seeds) or use harder held-out data")
         meta = {**seeds.meta, "method": self.name, "config": self.config(), "n_mistakes": int(wrong.size),
-                "reference": {"name": reference.name, "arch": reference.arch,
-                              "params_digest": model_digest(reference)}}
+                "reference": reference_meta(reference)}
         return Probes(inputs={"x": x[wrong]}, meta=meta)
 
 

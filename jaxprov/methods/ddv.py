@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import Apply, Method, continuous_inputs, unit_rows
+from jaxprov.methods.base import Apply, Method, continuous_inputs, reference_meta, unit_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,6 @@ class DDV(Method):
           reference (name, arch, params digest) and the key.
         """
         from jaxprov.probes import Probes, key_repr
-        from jaxprov.store import model_digest
 
         if reference is None:
             raise JaxprovError("ddv needs a reference model to craft its PGD twins on (ModelDiff); "
@@ -95,8 +94,7 @@ class DDV(Method):
         x = continuous_inputs(seeds, self.name)
         twins = _twins(self, reference.apply, reference.params, x, key)
         meta = {**seeds.meta, "method": self.name, "config": self.config(), "pgd_key": key_repr(key),
-                "reference": {"name": reference.name, "arch": reference.arch,
-                              "params_digest": model_digest(reference)}}
+                "reference": reference_meta(reference)}
         return Probes(inputs={"x": x, "x_adv": twins}, meta=meta)
 
     def rows(self, apply: Apply, params, probes) -> jax.Array:
