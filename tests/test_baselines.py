@@ -307,6 +307,15 @@ def test_signatures_of_different_lengths_are_an_error_unless_declared(zoo, seed_
 # A real zoo with known lineage
 
 
+def _similarity_to_base(method, probes, mnist_zoo):
+    """Similarity of base, its fine-tuned / pruned / distilled children and the 4 independent models
+    to base, in that order, and the same as {name: rounded value}."""
+    zoo = [mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled")] + mnist_zoo["independent"]
+    sigs = signatures(method, zoo, probes)
+    sim = method.pairwise(sigs.matrix[:1], sigs.matrix)[0]
+    return sim, dict(zip(sigs.names, np.round(sim, 4).tolist()))
+
+
 # IPGuard's labels past the boundary are inherited by fine-tuned and pruned children, not learned by
 # a distilled student (REFERENCE: IPGuard is weak on extraction); SAC and CKA catch all three.
 @pytest.mark.parametrize("method, derived", [(baselines.SAC(), 3), (baselines.CKA(), 3), (baselines.IPGuard(), 2)],
@@ -319,10 +328,7 @@ def test_mnist_zoo_children_score_above_independent_models(mnist_zoo, method, de
                                                  replace=False)))
     probes = method.make_probes(Probes(jax.numpy.asarray(x_test[index]), {"source": "mnist-test"}),
                                 jax.random.PRNGKey(1), mnist_zoo["base"])
-    zoo = [mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled")] + mnist_zoo["independent"]
-    sigs = signatures(method, zoo, probes)
-    sim = method.pairwise(sigs.matrix[:1], sigs.matrix)[0]
-    scores = dict(zip(sigs.names, np.round(sim, 4).tolist()))
+    sim, scores = _similarity_to_base(method, probes, mnist_zoo)
     print(f"{method.name} similarity to base:", scores)
     assert abs(sim[0] - 1.0) < 1e-5
     assert sim[1:1 + derived].min() > sim[4:].max(), scores
@@ -337,10 +343,7 @@ def test_mnist_zoo_children_make_the_base_models_mistakes(mnist_zoo):  # noqa: F
     method = baselines.Mistakes()
     probes = method.make_probes(Probes(jax.numpy.asarray(x_test), {"source": "mnist-test"}, np.asarray(y_test)),
                                 jax.random.PRNGKey(1), mnist_zoo["base"])
-    zoo = [mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled")] + mnist_zoo["independent"]
-    sigs = signatures(method, zoo, probes)
-    sim = method.pairwise(sigs.matrix[:1], sigs.matrix)[0]
-    scores = dict(zip(sigs.names, np.round(sim, 4).tolist()))
+    sim, scores = _similarity_to_base(method, probes, mnist_zoo)
     print(f"mistakes: {probes.n} probes; agreement with base:", scores)
     assert probes.n >= method.min_probes and abs(sim[0] - 1.0) < 1e-5
     assert sim[3] > sim[4:].max() + 0.1, scores
