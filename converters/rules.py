@@ -141,6 +141,12 @@ def _shape_only_mismatch(path: tuple[str, ...], misshaped: list[str]) -> bool:
     return any(m.split(" does not fit ")[1].startswith(joined + " ") for m in misshaped)
 
 
+def misfit_error(source: str, arch: str, problems: list[str], suggestion: str | None = None) -> ConversionError:
+    """The one error for weights that do not fit `arch`: every problem, and the key that would fit."""
+    hint = f"; did you mean --arch {suggestion}?" if suggestion and suggestion != arch else ""
+    return ConversionError(f"{source}: the state dict does not fit {arch} ({len(problems)} problems{hint})", problems)
+
+
 def convert(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], abstract, *, source: str,
             arch: str, ignore: Iterable[str] = DEFAULT_IGNORE, progress: Callable | None = None) -> dict:
     """Fill the abstract Flax tree from a state dict. Raises ConversionError listing every problem.
@@ -151,8 +157,7 @@ def convert(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], abstrac
     shapes = {k: tuple(np.shape(v)) for k, v in state_dict.items()}
     result = plan(shapes, rules, abstract, ignore)
     if not result.ok:
-        raise ConversionError(f"{source}: the state dict does not fit {arch} "
-                              f"({len(result.problems)} problems)", result.problems)
+        raise misfit_error(source, arch, result.problems)
     flat, bad = {}, []
     items = list(result.mapping.items())
     for key, (path, transform) in (progress(items) if progress else items):

@@ -22,8 +22,8 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
     if store.is_model_dir(path):
         model = store.load_model(path)
         if arch is not None and arch != model.arch:
-            from jaxprov import models
-            if models.canonical(arch) != model.arch:
+            import converters
+            if not converters.names_arch(arch, model.arch):
                 raise StoreError(f"{path}: holds a {model.arch} model, not {arch}")
         return model
     import converters  # conversion is the only place that knows checkpoint formats
@@ -55,8 +55,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
         meta = store.read_meta(out)
         same_source = meta.get("source", {}).get("sha256") == digest
         same_converter = meta.get("converter", {}).get("version") == converters.CONVERTER_VERSION
-        from jaxprov import models
-        same_arch = arch is None or models.canonical(arch) == meta.get("arch")
+        same_arch = arch is None or converters.names_arch(arch, meta.get("arch"))
         if same_source and same_converter and same_arch:
             return out, store.load_model(out), False
         raise StoreError(f"{out}: already holds another model ({meta.get('name')}, {meta.get('arch')}); "
