@@ -13,7 +13,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -53,6 +53,14 @@ class Similarity:
     def to_json(self) -> dict:
         return {"method": self.method, "labels": list(self.labels), "dead": list(self.dead),
                 "values": [[None if math.isnan(v) else float(v) for v in row] for row in self.values]}
+
+
+class ReferenceRows(NamedTuple):
+    """`Zoo.reference_rows`: the matrix, each reference's probe digest, and why a row is missing."""
+
+    similarity: Similarity
+    probes: dict[str, str]
+    failed: dict[str, str]
 
 
 class Zoo:
@@ -141,6 +149,41 @@ class Zoo:
         values = np.asarray(method.pairwise(sigs.matrix, sigs.matrix), np.float64)
         values = _mask_incomparable(method, sigs, values, self._output_sizes())
         return Similarity(method.name, tuple(sigs.names), values, tuple(bool(d) for d in sigs.dead))
+
+    def reference_rows(self, method: str | Method, progress=None) -> "ReferenceRows":
+        """The N x N matrix of a method whose probes are built on a reference (DDV, IPGuard,
+        mistakes), read as it is meant to be: row i is every model on probes built on model i (one
+        probe set per model, N x N signatures), as the reuse benchmark scores its pairs.
+        `similarity` instead reads every row on the one reference's probes, which is right only for
+        that reference's own row.
+
+        A reference whose probes cannot be built (too few mistakes, say) gets a NaN row: its pairs
+        are incomparable, and `failed` says why. A method that needs no reference gives `similarity`.
+        """
+        method = self.method(method)
+        if not method.needs_reference:
+            return ReferenceRows(self.similarity(method), {}, {})
+        n = len(self.models)
+        values = np.full((n, n), np.nan)
+        dead = np.zeros(n, bool)
+        digests: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        for i, ref in enumerate(self.models):
+            zoo = self if ref is self.reference else Zoo(
+                self.models, seeds=self.seed_source, reference=ref, key=self.key, engine=self.engine,
+                store=self.store, method_config=self.method_config)
+            reason = zoo.unavailable(method)
+            if reason is not None:
+                failed[ref.name] = reason
+                continue
+            step = None if progress is None else (lambda done, i=i: progress(i * n + done))
+            zoo.signatures(method, progress=step)
+            sim = zoo.similarity(method)
+            values[i] = sim.values[i]
+            dead |= np.asarray(sim.dead, bool)
+            digests[ref.name] = zoo.probes(method).digest
+        return ReferenceRows(Similarity(method.name, tuple(self.names), values, tuple(bool(d) for d in dead)),
+                             digests, failed)
 
     def _output_sizes(self) -> np.ndarray:
         """Each model's output width (last axis), from shapes only: no computation."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,11 @@ from jaxprov import comparison as compare_lib
 from jaxprov.engine import EngineConfig
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
+
+
+# Reference-dependent methods cost N probe sets and N^2 signatures in a full matrix: above this many
+# models per group scan leaves them out (see scan_models).
+MAX_REFERENCE_MODELS = 200
 
 
 @dataclasses.dataclass
@@ -49,14 +55,21 @@ def _progress(desc: str, total: int, enabled: bool):
 def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str] | None = None, *,
                 seeds: str = "mnist", key: jax.Array | None = None, engine: EngineConfig = EngineConfig(),
                 failures: Sequence[str] = (), method_config: dict | None = None, progress: bool = True,
-                title: str = "jaxprov scan", null: Sequence[Model] = ()) -> ScanResult:
+                title: str = "jaxprov scan", null: Sequence[Model] = (),
+                max_reference_models: int = MAX_REFERENCE_MODELS) -> ScanResult:
     """Fingerprint `models` with each method and write reports under `out` (one folder per input kind).
 
     `null`: models known to be independent of every model scanned. They are fingerprinted beside
     them (and appear in the matrices, flagged "null") and calibrate the default verdict's matrix
     as `compare`'s null does. Without at least verdict.MIN_NULL of them in a group, the zoo itself
     is that group's null (`verdict.evidence_matrix`), which hides relatives when a large share of
-    the zoo is related."""
+    the zoo is related.
+
+    A method whose probes are built on a reference model (DDV, IPGuard, mistakes) is computed per
+    reference, as the reuse benchmark that fitted the default verdict does: row i of its matrix is
+    every model on probes built on model i (`Zoo.reference_rows`). That costs N probe sets and N^2
+    signatures, so above `max_reference_models` models per group such methods are left out of the
+    matrices (listed under "methods_not_run", their evidence 0 in the default verdict)."""
     from jaxprov.cache import SignatureStore
     from jaxprov.report import write_report
 
@@ -80,21 +93,41 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
     for tag, members in groups.items():
         target = out if len(groups) == 1 else out / tag
         zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, store=store, method_config=method_config)
-        sims, timings, not_run = {}, {}, {}
+        sims, timings, not_run, probes = {}, {}, {}, {}
         for name in methods:
+            per_reference = zoo.method(name).needs_reference
+            if per_reference and len(members) > max_reference_models:
+                not_run[name] = (f"{name} builds its probes on each reference model: a full matrix of "
+                                 f"{len(members)} models needs {len(members)} probe sets and "
+                                 f"{len(members) ** 2} signatures (the limit is max_reference_models="
+                                 f"{max_reference_models}); compare the pairs you suspect with `jaxprov compare`")
+                warnings.warn(f"{tag}: {name} left out: {not_run[name]}", stacklevel=2)
+                continue
             # The default verdict goes on without a method these seeds cannot feed (its evidence
             # counts as 0); a method the caller named must run.
-            reason = zoo.unavailable(name) if combo is not None else None
+            reason = zoo.unavailable(name) if combo is not None and not per_reference else None
             if reason is not None:
                 not_run[name] = reason
                 continue
             start = time.perf_counter()
-            update, close = _progress(f"{name} ({tag})", len(members), progress)
+            total = len(members) ** 2 if per_reference else len(members)
+            update, close = _progress(f"{name} ({tag})", total, progress)
             try:
-                zoo.signatures(name, progress=update)
+                if per_reference:
+                    rows = zoo.reference_rows(name, progress=update)
+                    if not rows.probes:  # no reference could build its probes
+                        if combo is None:  # a method the caller named must run
+                            raise JaxprovError(next(iter(rows.failed.values())))
+                        not_run[name] = next(iter(rows.failed.values()))
+                        continue
+                    sims[name], probes[name] = rows.similarity, rows.probes
+                    if rows.failed:
+                        not_run[name] = {"rows_missing": rows.failed}
+                else:
+                    zoo.signatures(name, progress=update)
+                    sims[name], probes[name] = zoo.similarity(name), zoo.probes(name).digest
             finally:
                 close()
-            sims[name] = zoo.similarity(name)
             timings[name] = round(time.perf_counter() - start, 3)
         dead = tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members)))
         is_null = [m.name in null_names for m in members]
@@ -107,8 +140,9 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
                          "parent": (m.meta.get("lineage") or {}).get("parent"),
                          "derivation": (m.meta.get("lineage") or {}).get("derivation"),
                          "dead": dead[i], "null": is_null[i]} for i, m in enumerate(members)}
-        metadata = {"seeds": seeds, "reference": zoo.reference.name, "seconds": timings,
-                    "probes": {name: zoo.probes(name).digest for name in methods if name in sims},
+        # "probes": one digest per method, or per reference (row) for reference-dependent methods.
+        metadata = {"seeds": seeds, "seconds": timings, "probes": probes,
+                    "per_reference": [name for name in sims if isinstance(probes.get(name), dict)],
                     "default_verdict": None if combo is None else combo.to_json(), "methods_not_run": not_run,
                     "default_calibrated_by": None if combo is None else ("null models" if by_null else "the zoo itself"),
                     "skipped": list(failures)}

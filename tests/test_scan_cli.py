@@ -103,3 +103,47 @@ def test_scan_reports_the_default_verdict_beside_its_methods(mnist_zoo, tmp_path
     assert list(alone.groups.values())[0]["similarity"]["default"].values.shape == (4, 4)
     saved = json.loads((tmp_path / "alone" / "report.json").read_text())
     assert saved["metadata"]["default_calibrated_by"] == "the zoo itself"
+
+def test_scan_reads_reference_dependent_methods_on_each_rows_own_probes(mnist_zoo, tmp_path):
+    """Row k of a reference-dependent method's matrix is every model on probes built on model k (as
+    the reuse benchmark that fitted the default verdict scores pairs), not on model 0's probes: the
+    parent at k != 0 of a distilled copy (which `mistakes` alone catches) is found."""
+    import jax
+
+    from jaxprov.comparison import Zoo
+    from jaxprov.scan import scan_models
+
+    independent = mnist_zoo["independent"]
+    first = next(m for m in independent if m.arch != mnist_zoo["base"].arch)  # an independent first
+    null = [m for m in independent if m is not first]
+    members = [first, *(mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled"))]
+    config = {m: {"n_seeds": 32} for m in ("ddv", "sac", "ipguard", "cka")}
+    config["ddv"]["iters"] = 5
+    config["gradient_field"] = {"n_anchors": 8, "steps": 5}
+    result = scan_models(members, tmp_path / "out", seeds="mnist:test", progress=False, method_config=config,
+                         null=null)
+    (group,) = result.groups.values()
+    sims = group["similarity"]
+    base = sims["mistakes"].labels.index("base")
+    on_base = Zoo(members + null, seeds="mnist:test", reference=mnist_zoo["base"], key=jax.random.PRNGKey(0))
+    np.testing.assert_allclose(sims["mistakes"].values[base], on_base.similarity("mistakes").values[base])
+    p = sims["default"]
+    lenets = [m.name for m in null if m.arch == mnist_zoo["base"].arch]
+    assert min(p["base", "finetuned"], p["base", "pruned"]) > 0.9
+    assert p["base", "distilled"] > 0.5 and p["base", "distilled"] > max(p["base", n] for n in lenets)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "mistakes" in saved["metadata"]["per_reference"]
+    assert len(saved["metadata"]["probes"]["mistakes"]) == len(members) + len(null)
+
+
+def test_scan_leaves_reference_dependent_methods_out_of_matrices_beyond_the_limit(mnist_zoo, tmp_path):
+    from jaxprov.scan import scan_models
+
+    members = [mnist_zoo[n] for n in ("base", "finetuned", "pruned")]
+    with pytest.warns(UserWarning, match="ddv left out"):
+        result = scan_models(members, tmp_path / "out", ["ddv", "cka"], seeds="mnist", progress=False,
+                             method_config={"cka": {"n_seeds": 32}}, max_reference_models=2)
+    (group,) = result.groups.values()
+    assert list(group["similarity"]) == ["cka"]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "max_reference_models=2" in saved["metadata"]["methods_not_run"]["ddv"]
