@@ -142,22 +142,49 @@ def from_state_dict(state_dict: Mapping[str, np.ndarray], arch: str | None = Non
     return models.build(canonical, params, name=name, meta=meta)
 
 
-def load_checkpoint(path, arch: str | None = None, *, progress: bool = False, digest: str | None = None) -> Model:
-    """A Model from a checkpoint file (.pt/.pth/.bin/.safetensors) or a Hugging Face model directory."""
+def source_digest(path) -> str:
+    """sha256 of exactly the files that loading `path` reads (converters.readers.source_files): a
+    file's contents, or for a folder each file's name inside it and its contents, in sorted order."""
+    import hashlib
     from pathlib import Path
 
     from converters import readers
-    from jaxprov import store
+
+    path = Path(path)
+    files = readers.source_files(path)
+    digest = hashlib.sha256()
+    root = path.resolve()
+    for file in sorted(files):
+        if path.is_dir():
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with readers.open_regular(file) as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path, arch: str | None = None, *, progress: bool = False, digest: str | None = None) -> Model:
+    """A Model from a checkpoint file (.pt/.pth/.bin/.safetensors) or a Hugging Face model directory.
+
+    Only regular files are opened (FIFOs, devices and sockets are refused before any open), and a
+    folder's files must lie inside it; `digest` (default: source_digest(path)) is recorded as the source.
+    """
+    import os
+    from pathlib import Path
+
+    from converters import readers
     from jaxprov.errors import CheckpointError
 
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{path}: no such file or directory")
-    source = {"path": str(path), "sha256": digest or store.file_digest(path)}
+    if not path.is_dir():
+        readers.check_regular_file(path)
+    if path.is_dir() and not (path / "config.json").exists():
+        raise CheckpointError(f"{path}: a directory, but neither a Hugging Face model (no config.json) nor a "
+                              "stored jaxprov model (no jaxprov.json)")
+    source = {"path": str(path), "sha256": digest or source_digest(path)}
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise CheckpointError(f"{path}: a directory, but neither a Hugging Face model (no config.json) nor a "
-                                  "stored jaxprov model (no jaxprov.json)")
         from converters import huggingface
 
         model = huggingface.load_hf_directory(path, arch)

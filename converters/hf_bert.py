@@ -95,13 +95,16 @@ HF_CLASSES = {"BertModel": False, "BertForMaskedLM": False, "BertForPreTraining"
 
 def hf_class(config: Mapping) -> str:
     """The transformers class a BERT config.json describes; raises ArchitectureError if unsupported."""
-    name = (config.get("architectures") or ["BertModel"])[0]
+    names = config.get("architectures") or ["BertModel"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ArchitectureError("config.json's \"architectures\" is not a list of class names")
+    name = names[0]
     if name not in HF_CLASSES:
-        raise ArchitectureError(f"{name} checkpoints are not supported; jaxprov converts {', '.join(HF_CLASSES)}")
+        raise ArchitectureError(f"{name:.80} checkpoints are not supported; jaxprov converts {', '.join(HF_CLASSES)}")
     if config.get("is_decoder") or config.get("add_cross_attention"):
         raise ArchitectureError("decoder BERT configs (is_decoder / add_cross_attention) are not supported")
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise ArchitectureError(f"BERT position_embedding_type {config['position_embedding_type']!r} "
+        raise ArchitectureError(f"BERT position_embedding_type {config['position_embedding_type']!r:.40} "
                                 "is not supported (only 'absolute')")
     return name
 
@@ -112,17 +115,40 @@ _HF_FIELDS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hid
               "layer_norm_eps": "layer_norm_eps", "hidden_act": "hidden_act"}
 
 
+_MAX_DIM = 2**24  # above any real vocabulary or width; bigger values are a corrupt or hostile config
+
+
+def _config_value(config: Mapping, hf: str, default):
+    """config[hf] checked against the type of BertConfig's default; ArchitectureError otherwise."""
+    value = config.get(hf, default)
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = type(value) is type(default)
+    elif isinstance(default, int):
+        ok = type(value) is int and 1 <= value <= _MAX_DIM
+    else:  # float: layer_norm_eps
+        ok = type(value) in (int, float) and 0 < value < 1
+    if not ok:
+        raise ArchitectureError(f"config.json's {hf} is {value!r:.40}, not a valid {type(default).__name__}"
+                                + (f" in 1..{_MAX_DIM}" if type(default) is int else ""))
+    return type(default)(value)
+
+
 def arch_from_hf_config(config: Mapping, shapes: Mapping[str, tuple[int, ...]]) -> str:
     """The exact arch key from a BERT config.json; pooler presence comes from the weights.
 
     Fields config.json leaves out take transformers' BertConfig defaults, which are bert-base's.
+    Raises ArchitectureError for a field of the wrong type or out of range.
     """
     defaults = models.resolve("bert-base")[2]
-    fields = {ours: type(getattr(defaults, ours))(config.get(hf, getattr(defaults, ours)))
-              for hf, ours in _HF_FIELDS.items()}
+    fields = {ours: _config_value(config, hf, getattr(defaults, ours)) for hf, ours in _HF_FIELDS.items()}
     fields["with_pooler"] = any(k.endswith("pooler.dense.weight") for k in shapes)
     classifier = HF_CLASSES[hf_class(config)]
-    fields["num_labels"] = (len(config.get("id2label") or {}) or int(config.get("num_labels", 2))) if classifier else 0
+    fields["num_labels"] = 0
+    if classifier:
+        labels = config.get("id2label") or {}
+        if not isinstance(labels, dict):
+            raise ArchitectureError("config.json's id2label is not an object")
+        fields["num_labels"] = len(labels) or _config_value(config, "num_labels", 2)
     return closest_key(fields)
 
 

@@ -1,10 +1,12 @@
 """Load a local Hugging Face model directory (config.json + weights) as a jaxprov Model.
 
 The architecture comes from config.json, never from shapes alone: a state dict does not record
-the head count, LayerNorm eps or activation. Weights go through transformers when it and torch
-are importable (it applies any renames or fusions its version does on load, and its loading
-report tells us if a weight would be randomly initialised); otherwise converters.readers parses
-the weight files directly, without running any pickle code.
+the head count, LayerNorm eps or activation. The weight files are always read by
+converters.readers (one pickle policy: the whitelist unpickler, never `torch.load`), and only
+files that resolve inside the folder are opened. When transformers and torch are importable, the
+tensors jaxprov read are handed to transformers (`from_pretrained(None, config=..., state_dict=...)`),
+which applies any renames or fusions its version does on load and reports weights it would
+initialise randomly; otherwise they are converted as read.
 
 Supported model_type: "bert". "roberta" / "xlm-roberta" / "camembert" share BERT's key names but
 offset position ids by padding_idx + 1 and use one token type; "distilbert" and "electra" rename
@@ -13,14 +15,15 @@ or reshape layers: each would need its own handler here.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 import converters
-from converters import hf_bert
+from converters import hf_bert, readers
 from jaxprov.errors import ArchitectureError, CheckpointError
 from jaxprov.model import Model
 
@@ -30,39 +33,59 @@ _HUB_ID = re.compile(r"^[\w\-][\w.\-]*(?:/[\w\-][\w.\-]*)?$")  # "org/name", not
 
 
 def _read_config(directory: Path) -> dict:
-    config_file = directory / "config.json"
-    if not directory.is_dir() or not config_file.is_file():
+    if not directory.is_dir() or not os.path.lexists(directory / "config.json"):
         raise CheckpointError(f"{directory}: not a Hugging Face model directory (no config.json); "
                               "point at the folder holding config.json and model.safetensors / pytorch_model.bin")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{config_file}: not valid JSON ({err})") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type not in HANDLERS:
-        raise CheckpointError(f"{directory}: model_type {model_type!r} is not supported; jaxprov loads "
+    config_file = directory / "config.json"
+    config = readers.read_json(readers.resolve_inside(directory, "config.json"), str(config_file))
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file}: not a JSON object; a Hugging Face config.json maps field names to values")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in HANDLERS:
+        raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r:.40} is not supported; jaxprov loads "
                               f"Hugging Face directories of model_type {', '.join(map(repr, HANDLERS))}")
     return config
 
 
-def _transformers_state_dict(directory: Path, class_name: str) -> dict[str, np.ndarray] | None:
-    """The state dict as transformers loads it, or None when torch / transformers are missing."""
+def _through_transformers(directory: Path, config: dict, class_name: str,
+                          state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The state dict as transformers would load it from these tensors (its renames and fusions
+    applied), or `state_dict` unchanged when torch / transformers are missing."""
     try:
         import torch
         import transformers
     except ImportError:
-        return None
+        return state_dict
     try:
+        hf_config = transformers.BertConfig.from_dict(config)
+        tensors = {k: torch.from_numpy(np.array(v, np.float32) if v.dtype == ml_dtypes.bfloat16 else np.array(v))
+                   for k, v in state_dict.items()}
         model, info = getattr(transformers, class_name).from_pretrained(
-            directory, local_files_only=True, output_loading_info=True)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{directory}: transformers could not load it ({err})") from None
+            None, config=hf_config, state_dict=tensors, output_loading_info=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{directory}: transformers could not build the model from its config.json and "
+                              f"weights ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
     if info.get("missing_keys"):
         raise CheckpointError(f"{directory}: the weight files lack {len(info['missing_keys'])} tensors "
                               f"({', '.join(sorted(info['missing_keys'])[:5])}); transformers would initialise "
                               "them randomly")
     return {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
             for k, v in model.state_dict().items()}
+
+
+def _check_size(directory: Path, arch: str, state_dict: dict[str, np.ndarray]) -> None:
+    """Refuse a config.json that describes a far bigger model than the weight files hold, before
+    transformers allocates it (the weights were already bounded by the readers)."""
+    import jax
+
+    from jaxprov import models
+
+    needed = sum(int(np.prod(leaf.shape, dtype=object)) * np.dtype(leaf.dtype).itemsize
+                 for leaf in jax.tree_util.tree_leaves(models.abstract_params(arch)))
+    held = sum(v.nbytes for v in state_dict.values())
+    if needed > 2 * held + 2**26:
+        raise CheckpointError(f"{directory}: config.json describes a model of {needed:,} bytes but the weight files "
+                              f"hold {held:,}; fix config.json or the weights")
 
 
 def load_hf_directory(path: str | Path, arch: str | None = None) -> Model:
@@ -87,13 +110,17 @@ def load_hf_directory(path: str | Path, arch: str | None = None) -> Model:
     try:
         class_name = handler.hf_class(config)
     except ArchitectureError as err:
-        raise CheckpointError(f"{directory}: {err}") from None
-    state_dict = _transformers_state_dict(directory, class_name)
-    if state_dict is None:
-        from converters.readers import read_state_dict
-        state_dict = read_state_dict(directory)
-    arch = arch or handler.arch_from_hf_config(config, {k: np.shape(v) for k, v in state_dict.items()})
-    hub_name = str(config.get("_name_or_path") or "")
+        raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
+    state_dict = readers.read_state_dict(directory)
+    try:
+        config_arch = handler.arch_from_hf_config(config, {k: np.shape(v) for k, v in state_dict.items()})
+        _check_size(directory, config_arch, state_dict)
+    except ArchitectureError as err:
+        raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
+    state_dict = _through_transformers(directory, config, class_name, state_dict)
+    arch = arch or config_arch
+    hub_name = config.get("_name_or_path")
+    hub_name = hub_name if isinstance(hub_name, str) else ""
     name = hub_name if _HUB_ID.match(hub_name) else directory.resolve().name
     meta = {"source": {"path": str(directory.resolve()), "format": "huggingface"},
             "hf_config": config}

@@ -46,7 +46,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
         raise CheckpointError(f"{src}: no such file or directory")
     if store.is_model_dir(src):
         raise CheckpointError(f"{src}: already a converted jaxprov model; use it directly")
-    digest = store.file_digest(src)
+    digest = converters.source_digest(src)
     if out is None:
         tag = (arch or "auto").replace("/", "_").replace("[", "(").replace("]", ")")
         out = store.default_root() / "models" / f"{digest[:24]}-{tag}-c{converters.CONVERTER_VERSION}"
