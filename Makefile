@@ -1,4 +1,5 @@
-# Two entry points, both self-contained on a fresh machine: `make demo` and `make test`.
+# Entry points, each self-contained on a fresh machine: `make demo`, `make test` (the whole suite,
+# as CI runs it) and `make test-fast` (everything but the tests that train a zoo, for the inner loop).
 PYTHON ?= python3
 VENV ?= .venv
 PIP = $(VENV)/bin/pip
@@ -6,7 +7,7 @@ PIP = $(VENV)/bin/pip
 # the CPU-usable wheels on our CI machines (any torch>=2.11 with its torchvision works).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test clean
+.PHONY: demo test test-fast clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q
+
+test-fast: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) jaxprov-demo

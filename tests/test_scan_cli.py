@@ -5,24 +5,22 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import jaxprov
 from jaxprov.cli import main
-from tests.torch_reference import LeNet
 
 FAST = ["--method", "ddv", "--method", "cka"]
 
 
 @pytest.fixture
-def folder(tmp_path, mnist_zoo):
+def folder(tmp_path, mnist_zoo, torch, reference):
     d = tmp_path / "models"
     d.mkdir()
     for name in ("base", "finetuned", "distilled"):
         jaxprov.save_model(mnist_zoo[name], d / name)
     jaxprov.save_model(mnist_zoo["independent"][0], d / "independent0")
     torch.manual_seed(0)
-    torch.save(LeNet().state_dict(), d / "untrained.pt")  # a checkpoint: converted on the fly
+    torch.save(reference.LeNet().state_dict(), d / "untrained.pt")  # a checkpoint: converted on the fly
     (d / "broken.pt").write_bytes(b"PK\x03\x04 not really a zip")  # unreadable: skipped, listed
     (d / "notes.txt").write_text("not a model")  # not a checkpoint suffix: ignored
     return d

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
-import converters
-from tests.conftest import max_rel_diff, to_nhwc
-from tests.torch_reference import LeNet, MLP
+torch = pytest.importorskip("torch")  # every test here compares against a PyTorch reference
+
+import converters  # noqa: E402
+from tests.conftest import max_rel_diff, to_nhwc  # noqa: E402
+from tests.torch_reference import LeNet, MLP  # noqa: E402
 
 
 @pytest.mark.parametrize("net, expected_arch", [

@@ -8,20 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import jaxprov
 from jaxprov.cli import main
-from tests.torch_reference import LeNet, MLP
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def lenet_file(tmp_path):
+def lenet_file(tmp_path, torch, reference):
     torch.manual_seed(0)
     path = tmp_path / "lenet.pt"
-    torch.save(LeNet().state_dict(), path)
+    torch.save(reference.LeNet().state_dict(), path)
     return path
 
 
@@ -61,12 +59,12 @@ def test_conversion_is_content_addressed(tmp_path, lenet_file, monkeypatch):
     assert meta["arch"] == "lenet" and meta["num_params"] == 61706
 
 
-def test_out_holding_another_model_is_kept_unless_forced(tmp_path, lenet_file):
+def test_out_holding_another_model_is_kept_unless_forced(tmp_path, lenet_file, torch, reference):
     out = tmp_path / "stored"
     jaxprov.convert(lenet_file, out)
     torch.manual_seed(1)
     other = tmp_path / "other.pt"
-    torch.save(LeNet().state_dict(), other)
+    torch.save(reference.LeNet().state_dict(), other)
     with pytest.raises(jaxprov.StoreError, match="already holds another model"):
         jaxprov.convert(other, out)
     _, model, converted = jaxprov.convert(other, out, force=True)
@@ -90,7 +88,7 @@ def _cli_error(argv, capsys) -> str:
     return err
 
 
-def test_cli_bad_inputs_one_line_exit_2_nothing_written(tmp_path, capsys):
+def test_cli_bad_inputs_one_line_exit_2_nothing_written(tmp_path, capsys, torch):
     out = tmp_path / "out"
     (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 definitely not a zip")
     assert "truncated or corrupt" in _cli_error(["convert", str(tmp_path / "junk.pt"), "--out", str(out)], capsys)
@@ -111,9 +109,9 @@ def test_non_model_directory_is_named(tmp_path, capsys):
     assert "photos" in err and "config.json" in err
 
 
-def test_state_dict_that_does_not_fit_lists_every_problem(tmp_path):
+def test_state_dict_that_does_not_fit_lists_every_problem(tmp_path, torch, reference):
     torch.manual_seed(0)
-    state = LeNet(num_classes=10).state_dict()
+    state = reference.LeNet(num_classes=10).state_dict()
     state["head.weight"] = torch.zeros(10, 99)  # mis-shaped
     del state["fc2.bias"]  # missing
     state["extra.weight"] = torch.zeros(1)  # unexpected
@@ -128,9 +126,9 @@ def test_state_dict_that_does_not_fit_lists_every_problem(tmp_path):
     assert "broken.pt" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_non_finite_weights_warn_naming_the_tensors(tmp_path):
+def test_non_finite_weights_warn_naming_the_tensors(tmp_path, torch, reference):
     torch.manual_seed(0)
-    state = MLP().state_dict()
+    state = reference.MLP().state_dict()
     state["layers.1.bias"][3] = float("nan")
     state["head.weight"][0, 0] = float("inf")
     path = tmp_path / "nan.pt"

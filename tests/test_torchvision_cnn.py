@@ -3,14 +3,15 @@
 import jax
 import numpy as np
 import pytest
-import torch
-import torchvision
 
-import converters
-from converters import torchvision as tv_source
-from jaxprov.errors import ConversionError
-from tests.conftest import max_rel_diff, to_nhwc
-from tests.torch_reference import LeNet, MLP, randomize_batchnorm
+torch = pytest.importorskip("torch")  # every test here reads a PyTorch / torchvision model
+torchvision = pytest.importorskip("torchvision")
+
+import converters  # noqa: E402
+from converters import torchvision as tv_source  # noqa: E402
+from jaxprov.errors import ConversionError  # noqa: E402
+from tests.conftest import max_rel_diff, to_nhwc  # noqa: E402
+from tests.torch_reference import LeNet, MLP, randomize_batchnorm  # noqa: E402
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 VGGS = [f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")]

@@ -1,14 +1,15 @@
 """Parity of the ViT port with torchvision's VisionTransformer, and architecture detection."""
 
 import pytest
-import torch
-import torchvision
 
-import converters
-from converters.torchvision_vit import detect
-from jaxprov.errors import ArchitectureError
-from tests.conftest import max_rel_diff, to_nhwc
-from tests.torch_reference import LeNet, MLP
+torch = pytest.importorskip("torch")  # every test here reads a PyTorch / torchvision model
+torchvision = pytest.importorskip("torchvision")
+
+import converters  # noqa: E402
+from converters.torchvision_vit import detect  # noqa: E402
+from jaxprov.errors import ArchitectureError  # noqa: E402
+from tests.conftest import max_rel_diff, to_nhwc  # noqa: E402
+from tests.torch_reference import LeNet, MLP  # noqa: E402
 
 TINY = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10)
 TINY_ARCH = "vit_b_16[num_classes=10,image_size=32,patch_size=8,hidden_dim=32,num_layers=2,num_heads=2,mlp_dim=64]"

@@ -93,8 +93,14 @@ def max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int 
 def avg_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
     """torch.nn.AvgPool2d with count_include_pad=True (the default)."""
     stride = kernel if stride is None else stride
-    pad = ((padding, padding), (padding, padding))
-    return nn.avg_pool(x, (kernel, kernel), strides=(stride, stride), padding=pad, count_include_pad=True)
+    return _window_mean(x, (kernel, kernel), (stride, stride), ((padding, padding), (padding, padding)))
+
+
+def _window_mean(x: jax.Array, window, strides, padding) -> jax.Array:
+    # nn.avg_pool divides by a numpy int, which strict dtype promotion refuses: divide by a float.
+    summed = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, (1, *window, 1), (1, *strides, 1),
+                                   ((0, 0), *padding, (0, 0)))
+    return summed / float(window[0] * window[1])
 
 
 def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -109,7 +115,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
     h, w = x.shape[1:3]
     oh, ow = output_size
     if h % oh == 0 and w % ow == 0:
-        return nn.avg_pool(x, (h // oh, w // ow), strides=(h // oh, w // ow))
+        return _window_mean(x, (h // oh, w // ow), (h // oh, w // ow), ((0, 0), (0, 0)))
     rows = [jnp.mean(x[:, a:b], axis=1, keepdims=True) for a, b in _adaptive_bins(h, oh)]
     x = jnp.concatenate(rows, axis=1)
     cols = [jnp.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in _adaptive_bins(w, ow)]

@@ -332,7 +332,10 @@ def _step_fn(module, lr: float, loss: str, temperature: float, mutable: tuple[st
             xb = _pgd(lambda xa: loss_fn(weights, state, xa, tb)[0], xb, attack, lo, hi)
         grads, state = jax.grad(loss_fn, has_aux=True)(weights, state, xb, tb)
         grads = jax.tree_util.tree_map(jnp.multiply, grads, mask)
-        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        # optax 0.2.8's Adam bias correction mixes its int32 step count with floats: it needs
+        # standard promotion even where callers (the tests) make jaxprov's own code strict.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, weights)
         return optax.apply_updates(weights, updates), state, opt_state
 
     return step, optimizer
