@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from jaxprov import store
+from jaxprov import arguments, store
 from jaxprov.errors import CheckpointError, StoreError
 from jaxprov.model import Model
 
@@ -16,9 +17,12 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
 
     Raises:
       CheckpointError, UnsafeCheckpointError, ArchitectureError, ConversionError, StoreError: each
-      with a one-line message naming the file and what to do.
+      with a one-line message naming the file and what to do; ArgumentError for arguments of the
+      wrong type.
     """
-    path = Path(path)
+    path = _source(path, "load: path")
+    arch = arguments.optional_str(arch, "load: arch")
+    progress = arguments.flag(progress, "load: progress")
     if store.is_model_dir(path):
         model = store.load_model(path)
         if arch is not None and arch != model.arch:
@@ -37,32 +41,48 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
 
     Content-addressed: the output is keyed by the source's sha256, the requested arch and the
     converter version. Without `out` it goes under `store.default_root()/models/`; if the target
-    already holds this conversion, nothing is recomputed (converted_now is False).
+    already holds this conversion, nothing is recomputed (converted_now is False). `force` replaces
+    a different stored model in `out`, but only a folder that holds a stored model and nothing
+    else: foreign files are named and kept.
     """
+    src = _source(src, "convert: src")
+    out = arguments.optional_path(out, "convert: out")
+    arch = arguments.optional_str(arch, "convert: arch")
+    force = arguments.flag(force, "convert: force")
+    progress = arguments.flag(progress, "convert: progress")
     import converters
 
-    src = Path(src)
-    if not src.exists():
-        raise CheckpointError(f"{src}: no such file or directory")
     if store.is_model_dir(src):
         raise CheckpointError(f"{src}: already a converted jaxprov model; use it directly")
     digest = converters.source_digest(src)
     if out is None:
         tag = (arch or "auto").replace("/", "_").replace("[", "(").replace("]", ")")
         out = store.default_root() / "models" / f"{digest[:24]}-{tag}-c{converters.CONVERTER_VERSION}"
-    out = Path(out)
     if store.is_model_dir(out) and not force:
         meta = store.read_meta(out)
-        same_source = meta.get("source", {}).get("sha256") == digest
-        same_converter = meta.get("converter", {}).get("version") == converters.CONVERTER_VERSION
+        same_source = (meta.get("source") or {}).get("sha256") == digest
+        same_converter = (meta.get("converter") or {}).get("version") == converters.CONVERTER_VERSION
         same_arch = arch is None or converters.names_arch(arch, meta.get("arch"))
         if same_source and same_converter and same_arch:
             return out, store.load_model(out), False
         raise StoreError(f"{out}: already holds another model ({meta.get('name')}, {meta.get('arch')}); "
                          "choose another --out or pass --force to replace it")
-    if out.exists() and not store.is_model_dir(out) and any(out.iterdir()):
-        raise StoreError(f"{out}: exists and is not a jaxprov model directory; choose another --out")
+    store.check_target(out, overwrite=True)  # before the conversion: a refusal costs nothing
     model = converters.load_checkpoint(src, arch, progress=progress, digest=digest)
-    if out.exists() and not store.is_model_dir(out):
-        out.rmdir()  # an empty directory the user made for us
     return store.save_model(model, out, overwrite=True), model, True
+
+
+def _source(value, what: str) -> Path:
+    """A path to read a model from: it exists, and is a folder or a regular file (a FIFO or device
+    would block or never end)."""
+    path = arguments.path(value, what)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file or directory") from None
+    except OSError as err:
+        raise CheckpointError(store.os_error_line(path, err)) from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise CheckpointError(f"{path}: not a regular file or folder (a FIFO, device or socket); "
+                              "point at a checkpoint file or folder")
+    return path

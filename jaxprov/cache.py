@@ -11,7 +11,10 @@ as `signatures/<key[:2]>/<key>.npy`. `manifest.sqlite` records what each file is
 probes, the file's own sha256), which models and probes were seen, and every run with its
 arguments and library versions. Files are written to a temporary name and renamed into place,
 manifest rows in transactions; every read re-hashes the file, so a corrupted or vanished entry is
-dropped and recomputed instead of silently returning wrong numbers.
+dropped and recomputed instead of silently returning wrong numbers. The manifest is untrusted input
+too: file paths are derived from keys, never read from it; a manifest SQLite reports as damaged is
+moved aside (`manifest.sqlite.corrupt-*`) with a warning and a new one is started, which costs
+one recomputation and nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import json
 import os
 import sqlite3
+import stat
 import sys
 import time
 import uuid
@@ -57,6 +61,10 @@ CREATE TABLE IF NOT EXISTS runs (
     versions TEXT, stats TEXT);
 CREATE TABLE IF NOT EXISTS probes (digest TEXT PRIMARY KEY, path TEXT NOT NULL, meta TEXT);
 """
+
+class _Corrupt(Exception):
+    """The manifest file is damaged (SignatureStore moves it aside and starts a new one)."""
+
 
 def signature_key(params_sha256: str, config_digest: str, probes_digest: str, dtype: str = "float32") -> str:
     """The content address of one signature (precision included: bfloat16 rows differ from float32)."""
@@ -98,24 +106,57 @@ class SignatureStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            from jaxprov.store import os_error_line
+
+            raise StoreError(os_error_line(self.root, err, "cannot create the signature store",
+                                           "choose a writable output directory")) from None
+        manifest = self.root / MANIFEST
+        if (manifest.exists() or manifest.is_symlink()) and not (manifest.is_file() and not manifest.is_symlink()):
+            raise StoreError(f"{manifest}: not a regular file; remove it (the signatures are recomputed) "
+                             "or use another store directory")
+        try:
+            self._open_manifest()
+        except _Corrupt as err:
+            # The manifest is an index of files that re-hash on every read: a fresh one loses only
+            # reuse (every signature is recomputed once); the damaged file is kept for inspection.
+            aside = manifest.with_name(f"{MANIFEST}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
+            manifest.rename(aside)
+            warnings.warn(f"{manifest}: corrupt manifest ({err}); moved to {aside.name}, starting a new one "
+                          "(stored signatures are recomputed once)", stacklevel=2)
+            self._open_manifest()
+
+    def _open_manifest(self) -> None:
+        with self._db(corrupt=_Corrupt) as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.root / MANIFEST}: written by a newer jaxprov (schema v{version}); "
                                  "upgrade jaxprov or use another store directory")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise _Corrupt("quick_check failed")
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """One connection per operation, one transaction per `with` (committed, or rolled back on error)."""
+    def _db(self, corrupt: type[Exception] = StoreError) -> Iterator[sqlite3.Connection]:
+        """One connection per operation, one transaction per `with` (committed, or rolled back on error).
+
+        A damaged manifest raises `corrupt` (_Corrupt while opening; else a one-line StoreError); a
+        locked or unwritable one a StoreError."""
+        path = self.root / MANIFEST
         try:
-            connection = sqlite3.connect(self.root / MANIFEST, timeout=60)
-        except sqlite3.Error as err:
-            raise StoreError(f"{self.root / MANIFEST}: cannot open the manifest ({err})") from None
-        with closing(connection) as db, db:
-            yield db
+            connection = sqlite3.connect(path, timeout=60)
+            with closing(connection) as db, db:
+                yield db
+        except sqlite3.OperationalError as err:  # locked, read-only, cannot open: not damage
+            raise StoreError(f"{path}: cannot use the manifest ({err}); check the folder's permissions "
+                             "and that no other process holds it") from None
+        except sqlite3.DatabaseError as err:  # "file is not a database", "disk image is malformed", ...
+            if corrupt is _Corrupt:
+                raise _Corrupt(str(err)) from None
+            raise StoreError(f"{path}: corrupt manifest ({err}); delete it (the signatures are recomputed)") from None
 
     def query(self, sql: str, args: Sequence = ()) -> list[tuple]:
         """Rows of a read-only SQL query on the manifest (for inspection and reports)."""
@@ -155,10 +196,11 @@ class SignatureStore:
 
     def load_probes(self, digest: str) -> Probes:
         """Stored probes by digest; `Probes.load` re-checks the digest of what it reads."""
-        row = self.query("SELECT path FROM probes WHERE digest = ?", (digest,))
+        row = self.query("SELECT 1 FROM probes WHERE digest = ?", (digest,))
         if not row:
             raise StoreError(f"{self.root}: no stored probes with digest {digest[:16]}...")
-        return Probes.load(self.root / row[0][0])
+        # The path follows from the digest; the manifest's copy is never trusted (it could point anywhere).
+        return Probes.load(self.root / f"probes/{digest}.npz")
 
     # -- signatures -------------------------------------------------------------------------
 
@@ -174,15 +216,24 @@ class SignatureStore:
             for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
                 part = unique[start:start + 500]
                 marks = ",".join("?" * len(part))
-                for key, path, sha in db.execute(
+                for key, _, sha in db.execute(
                         f"SELECT key, path, file_sha256 FROM signatures WHERE key IN ({marks})", part):
-                    rows[key] = (path, sha)
+                    # Read and delete only where the key says: a tampered manifest's path could
+                    # point outside the store.
+                    rows[key] = (_signature_path(key), str(sha))
         found, dropped = {}, {}
         for key, (relative, sha) in rows.items():
+            file = self.root / relative
             try:
-                data = (self.root / relative).read_bytes()
+                if not stat.S_ISREG(os.lstat(file).st_mode):
+                    dropped[key] = "not a regular file"
+                    continue
+                data = file.read_bytes()
             except FileNotFoundError:
                 dropped[key] = "file missing"
+                continue
+            except OSError:
+                dropped[key] = "unreadable"
                 continue
             if hashlib.sha256(data).hexdigest() != sha:
                 dropped[key] = "sha256 mismatch"
@@ -199,7 +250,10 @@ class SignatureStore:
         with self._db() as db:
             db.executemany("DELETE FROM signatures WHERE key = ?", [(k,) for k in dropped])
         for key in dropped:
-            (self.root / rows[key][0]).unlink(missing_ok=True)
+            try:
+                (self.root / rows[key][0]).unlink(missing_ok=True)
+            except OSError:  # a folder or an unremovable file: the next put replaces or reports it
+                pass
 
     def put(self, entries: Sequence[tuple[str, np.ndarray, Model]], method: Method, probes_digest: str,
             dtype: str = "float32") -> None:
@@ -213,7 +267,7 @@ class SignatureStore:
             buffer = io.BytesIO()
             np.save(buffer, vector, allow_pickle=False)
             data = buffer.getvalue()
-            relative = f"signatures/{key[:2]}/{key}.npy"
+            relative = _signature_path(key)
             atomic_write(self.root / relative, data)
             rows.append((key, model_digest(model), method.name, method.config_digest(), probes_digest, dtype,
                          relative, hashlib.sha256(data).hexdigest(),
@@ -234,6 +288,10 @@ class SignatureStore:
         with self._db() as db:
             db.execute("UPDATE runs SET finished = ?, stats = ? WHERE id = ?",
                        (time.time(), json.dumps(stats, sort_keys=True), run_id))
+
+
+def _signature_path(key: str) -> str:
+    return f"signatures/{key[:2]}/{key}.npy"
 
 
 def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,

@@ -1,14 +1,23 @@
-"""The `jaxprov` command line. A user's mistake prints one line and exits 2; a bug keeps its traceback."""
+"""The `jaxprov` command line.
+
+Exit codes: 0 done; 1 `scan` done with skipped entries (listed; the report is written); 2 a bad
+input or environment (a JaxprovError, or a file-system error such as a read-only output folder):
+one line "jaxprov: error: ..." naming the file and what to do; 3 a bug in jaxprov (an exception no
+check anticipated): one line asking for a report, the traceback only with JAXPROV_DEBUG=1;
+130 interrupted. No input is meant to reach exit 3: every case found is a JaxprovError.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
+EXIT_BUG = 3
 
 
 def _cmd_convert(args) -> int:
@@ -66,11 +75,11 @@ def _cmd_compare(args) -> int:
 
 def _load_null(folder: str | None) -> list:
     """The models of a --null folder (none without one); unreadable entries are warned about."""
-    from jaxprov import comparison as compare_lib
+    from jaxprov.folder import load_zoo_directory
 
     if not folder:
         return []
-    null, failures = compare_lib.load_zoo_directory(folder)
+    null, failures = load_zoo_directory(folder)
     for line in failures:
         print(f"jaxprov: warning: skipped {line}", file=sys.stderr)
     return null
@@ -203,11 +212,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except JaxprovError as err:
-        print(f"jaxprov: error: {err}", file=sys.stderr)
+        print(f"jaxprov: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:  # the file system refused something no check foresaw: still the user's environment
+        from jaxprov.store import os_error_line
+
+        print(f"jaxprov: error: {_one_line(os_error_line(err.filename or '?', err, 'failed'))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("jaxprov: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last resort: one line, not a traceback
+        if os.environ.get("JAXPROV_DEBUG"):
+            raise
+        print(f"jaxprov: internal error: {type(err).__name__}: {_one_line(err)}; this is a bug in jaxprov, please "
+              "report it with the command line (JAXPROV_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _one_line(err, limit: int = 2000) -> str:
+    """Messages are one line; a message that embeds a file's text (a name with a newline) stays one."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
-from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
@@ -80,6 +78,9 @@ class Zoo:
     def __init__(self, models: Sequence[Model], *, seeds: str | Probes = "mnist", reference: Model | None = None,
                  key: jax.Array | None = None, engine: EngineConfig = EngineConfig(), store=None,
                  method_config: dict[str, dict] | None = None):
+        from jaxprov import arguments
+
+        models = arguments.models(models, "Zoo: models")
         if not models:
             raise JaxprovError("a zoo needs at least one model")
         names = [m.name for m in models]
@@ -404,34 +405,6 @@ def _overall(results: Sequence[MethodResult], n_null: int, alpha: float) -> tupl
         return "inconclusive", (f"with {n_null} null models the smallest p-value is {floor:.3g}; "
                                 f"at least {need} are needed to reach alpha={alpha}")
     return "inconclusive", f"best p={best.p_value:.3g} ({best.method}) is between alpha and {INDEPENDENT_P}"
-
-
-def load_zoo_directory(directory: str | Path) -> tuple[list[Model], list[str]]:
-    """Every model in a folder (checkpoint files, HF directories, stored models), plus one line per
-    entry that could not be read. Entries are visited in sorted order; names are the entry names."""
-    from converters.readers import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
-    from jaxprov import api
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise JaxprovError(f"{directory}: not a directory")
-    entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
-    if not entries:
-        raise JaxprovError(f"{directory}: empty folder; put checkpoints or converted models in it")
-    models, failures = [], []
-    for entry in entries:
-        if entry.is_file() and entry.suffix not in TORCH_SUFFIXES + SAFETENSORS_SUFFIXES:
-            continue
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model = api.load(entry)
-            for w in caught:
-                failures.append(f"{entry.name}: warning: {w.message}")
-            models.append(model.replace(name=entry.stem if entry.is_file() else entry.name))
-        except JaxprovError as err:
-            failures.append(str(err))
-    return models, failures
 
 
 def dumps(obj: Any) -> str:

@@ -35,3 +35,7 @@ class ConversionError(JaxprovError):
 
 class StoreError(JaxprovError):
     """A stored model directory is missing, incomplete, or was written by an incompatible version."""
+
+
+class ArgumentError(JaxprovError, TypeError):
+    """A Python API call got an argument of the wrong type (a TypeError too, for code that catches those)."""

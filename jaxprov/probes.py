@@ -15,7 +15,9 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import uuid
+import zipfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprov.errors import JaxprovError
+from jaxprov.errors import ArgumentError, JaxprovError
 from jaxprov.model import InputSpec
 
+MAX_UNKNOWN_SHARE = 0.5  # text seeds: above this share of [UNK] tokens the tokenizer does not fit
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -141,7 +144,7 @@ def folder_images(folder: str | os.PathLike, size: tuple[int, int] | None = None
     from PIL import Image
 
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _regular(p))
     if not files:
         raise JaxprovError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}); point at a folder of images")
     images, bad = [], []
@@ -168,18 +171,31 @@ def array_images(path: str | os.PathLike, with_labels: bool = False):
     With `with_labels`, returns (images, labels): an .npz's integer "y" array of one label per image,
     else None."""
     labels = None
+    if not _regular(path):
+        raise JaxprovError(f"{path}: no such file (or not a regular file); pass an existing .npy/.npz file of images")
     try:
-        data = np.load(path, allow_pickle=False)
+        # .npy through a memory map: a header claiming more data than the file holds fails here,
+        # before anything of that size is allocated.
+        data = np.load(path, allow_pickle=False, mmap_mode="r" if Path(path).suffix == ".npy" else None)
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:
+                if not data.files:
+                    raise JaxprovError(f"{path}: an empty .npz; put the images in an array named 'x'")
                 array = data["x"] if "x" in data.files else data[data.files[0]]
                 if "y" in data.files:
                     labels = np.asarray(data["y"])
         else:
             array = data
-    except (OSError, ValueError) as err:
-        raise JaxprovError(f"{path}: cannot read as .npy/.npz ({err})") from None
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as err:
+        raise JaxprovError(f"{path}: cannot read as .npy/.npz ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+    if array.dtype.kind not in "biuf":
+        raise JaxprovError(f"{path}: seeds must be numbers (images in [0, 1] or [0, 255]), not dtype {array.dtype}")
+    if array.size == 0:
+        raise JaxprovError(f"{path}: holds no seeds (shape {array.shape}); pass a non-empty array of images")
     array = np.asarray(array, np.float32)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum()) if array.ndim else 1
+        raise JaxprovError(f"{path}: {bad} seed(s) hold NaN or Inf values; seeds must be finite images")
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4:
@@ -221,9 +237,19 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
 
     Seeds from MNIST, digits, a data split or an .npz holding a "y" array carry their true labels
     (`Probes.labels`)."""
+    if not isinstance(source, str):
+        raise ArgumentError(f"seeds must be a seed source name or path (str), not {type(source).__name__}")
     source_path = Path(source)
     labels = None
+    if spec.modality == "text" and source != "synthetic":
+        raise JaxprovError(f"seeds {source!r}: a text model needs text seeds, which need its tokenizer: "
+                           "build them with jaxprov.probes.text_seeds(sentences.txt, tokenizer_dir, ...) "
+                           "and pass the Probes, or use synthetic")
     if source == "synthetic":
+        if spec.modality == "text":  # random token ids in the model's vocabulary, never a float cast to ids
+            inputs = spec.example(n, key)
+            return Probes({k: np.asarray(v) for k, v in inputs.items()},
+                          {"source": "synthetic", "n": n, "key": key_repr(key)})
         raw = np.asarray(jax.random.uniform(key, (n, *spec.shape), jnp.float32))
         return Probes(adapt(raw, spec) if spec.modality == "image" else jnp.asarray(raw),
                       {"source": "synthetic", "n": n, "key": key_repr(key)})
@@ -240,6 +266,11 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
 
         name, split = zoo_data.parse(source)
         raw, labels = zoo_data.domain(name)[split]
+    elif source_path.suffix == ".txt":
+        raise JaxprovError(f"{source}: text seeds need a tokenizer: build them with "
+                           "jaxprov.probes.text_seeds(path, tokenizer_dir, ...) for a text model")
+    elif os.sep in source or source_path.suffix:
+        raise JaxprovError(f"{source}: no such folder or .npy/.npz file; check the seeds path")
     else:
         raise JaxprovError(f"unknown seed source {source!r}: use mnist, digits, a data split such as mnist:test, "
                            "synthetic, a folder of images, or an .npy/.npz file")
@@ -253,18 +284,47 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
 
 def text_seeds(path: str | os.PathLike, tokenizer_dir: str | os.PathLike, n: int, key: jax.Array,
                max_length: int = 64) -> Probes:
-    """Sentences from a text file (one per line), tokenised with a Hugging Face tokenizer directory."""
-    from transformers import AutoTokenizer
+    """Sentences from a text file (one per line), tokenised with a Hugging Face tokenizer directory.
 
-    lines = [s.strip() for s in Path(path).read_text().splitlines() if s.strip()]
+    Refused with one line: an unreadable or empty file, a folder without a tokenizer, and a tokenizer
+    that does not fit the text (more than MAX_UNKNOWN_SHARE of the tokens unknown: probes made of
+    [UNK] would say nothing about the models)."""
+    if not _regular(path):
+        raise JaxprovError(f"{path}: no such file (or not a regular file); pass a text file of sentences")
+    try:
+        lines = [s.strip() for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise JaxprovError(f"{path}: cannot read as UTF-8 text ({type(err).__name__}); pass a text file of sentences") from None
     if n > len(lines):
         raise JaxprovError(f"{path}: asked for {n} sentences but it holds {len(lines)}")
     index = np.sort(np.asarray(jax.random.choice(key, len(lines), (n,), replace=False)))
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... here
+        raise JaxprovError(f"{tokenizer_dir}: no usable tokenizer ({type(err).__name__}); point at the model's "
+                           "Hugging Face folder with its tokenizer files (tokenizer.json or vocab.txt)") from None
     batch = tokenizer([lines[i] for i in index], padding="max_length", truncation=True, max_length=max_length,
                       return_tensors="np")
     inputs = {k: np.asarray(v, np.int32) for k, v in batch.items()}
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is not None:
+        special = np.isin(inputs["input_ids"], np.asarray(tokenizer.all_special_ids, np.int32))
+        words = inputs["input_ids"][~special | (inputs["input_ids"] == unknown)]
+        share = float(np.mean(words == unknown)) if words.size else 1.0
+        if share > MAX_UNKNOWN_SHARE:
+            raise JaxprovError(f"{path}: {share:.0%} of the tokens are unknown to the tokenizer in {tokenizer_dir}; "
+                               "use that model's own tokenizer, or sentences in its language")
     return Probes(inputs, {"source": str(path), "n": n, "key": key_repr(key), "max_length": max_length})
+
+
+def _regular(path: str | os.PathLike) -> bool:
+    """A regular file (following links): never open a FIFO (blocks) or a device (never ends)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def key_repr(key: jax.Array) -> list[int]:

@@ -69,17 +69,28 @@ def top_pairs(labels: Sequence[str], matrix, k: int = 10) -> list[tuple[str, str
     return [(labels[i // n], labels[i % n], _py_float(flat[i])) for i in best]
 
 
+# A spreadsheet evaluates a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: a leading formula character gets a "'" before it."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
 def csv_text(labels: Sequence[str], matrix) -> str:
     """The labelled matrix: a header row of labels, then one row per model.
 
     Values are numpy's shortest text that reads back to the same number in the matrix's dtype.
+    Labels (model names: file names an attacker chooses) go through `csv_cell`; the JSON report
+    keeps them unchanged.
     """
     matrix = _check(labels, matrix)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", *labels])
+    writer.writerow(["model", *(csv_cell(label) for label in labels)])
     for label, row in zip(labels, matrix):
-        writer.writerow([label, *("" if np.isnan(v) else str(v) for v in row)])
+        writer.writerow([csv_cell(label), *("" if np.isnan(v) else str(v) for v in row)])
     return buffer.getvalue()
 
 
@@ -105,11 +116,12 @@ def heatmap_png(labels: Sequence[str], matrix, title: str = "similarity") -> byt
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#bbbbbb")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8, label="similarity")
-    ax.set_title(title)
+    # parse_math=False: names are text, not mathtext ("a$\\foo$" would end the rendering with an error).
+    ax.set_title(title, parse_math=False)
     if n <= MAX_TICK_LABELS:
         size = float(np.clip(260.0 / max(n, 1), 5.0, 10.0))
-        ax.set_xticks(np.arange(n), labels, rotation=90, fontsize=size)
-        ax.set_yticks(np.arange(n), labels, fontsize=size)
+        ax.set_xticks(np.arange(n), labels, rotation=90, fontsize=size, parse_math=False)
+        ax.set_yticks(np.arange(n), labels, fontsize=size, parse_math=False)
     else:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -70,9 +70,13 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
     every model on probes built on model i (`Zoo.reference_rows`). That costs N probe sets and N^2
     signatures, so above `max_reference_models` models per group such methods are left out of the
     matrices (listed under "methods_not_run", their evidence 0 in the default verdict)."""
+    from jaxprov import arguments
     from jaxprov.cache import SignatureStore
     from jaxprov.report import write_report
 
+    models = arguments.models(models, "scan_models: models")
+    null = arguments.models(null, "scan_models: null")
+    out = arguments.path(out, "scan_models: out")
     if not models:
         raise JaxprovError("nothing to scan: no readable models")
     from jaxprov import verdict as verdict_lib
@@ -153,7 +157,9 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
 
 
 def scan_directory(directory: str | Path, out: str | Path, methods: Sequence[str] | None = None, **kwargs) -> ScanResult:
-    models, failures = compare_lib.load_zoo_directory(directory)
+    from jaxprov.folder import load_zoo_directory
+
+    models, failures = load_zoo_directory(directory)
     if not models:
         raise JaxprovError(f"{directory}: no readable models ({len(failures)} entries failed: "
                            + "; ".join(failures[:3]) + ")")

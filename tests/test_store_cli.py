@@ -136,3 +136,163 @@ def test_non_finite_weights_warn_naming_the_tensors(tmp_path, torch, reference):
     with pytest.warns(UserWarning, match=r"nan\.pt: 2 tensors hold NaN or Inf values: .*layers\.1\.bias") as rec:
         jaxprov.load(path)
     assert "head.weight" in str(rec[0].message)
+
+
+# -- issue 9: stored models are untrusted input; writes never destroy or strand anything ---------
+
+
+def test_force_replaces_only_a_folder_holding_nothing_but_a_stored_model(tmp_path, lenet_file, capsys):
+    out = tmp_path / "stored"
+    jaxprov.convert(lenet_file, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "results").mkdir()
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save(LeNet().state_dict(), other)
+    err = _cli_error(["convert", str(other), "--out", str(out), "--force"], capsys)
+    assert "notes.txt, results" in err and "refusing to replace" in err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert jaxprov.load(out).meta["source"]["sha256"] == jaxprov.store.file_digest(lenet_file)  # unchanged
+    (out / "notes.txt").unlink()
+    (out / "results").rmdir()
+    assert main(["convert", str(other), "--out", str(out), "--force"]) == 0
+    assert jaxprov.load(out).meta["source"]["sha256"] == jaxprov.store.file_digest(other)
+
+
+def test_stale_temporaries_are_removed_by_the_next_write_live_ones_kept(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    import time
+
+    model = jaxprov.models.init("lenet", __import__("jax").random.PRNGKey(0))
+    old = time.time() - 2 * jaxprov.store.STALE_AFTER_S
+
+    def temporary(name, age):
+        path = tmp_path / name
+        (path / "params").mkdir(parents=True)
+        (path / "params" / "blob").write_bytes(b"\0" * 1000)
+        os.utime(path, (age, age))
+        return path
+
+    stale = temporary(".m.tmp-0badc0de", old)  # its writer died: nobody holds its lock
+    young = temporary(".m.tmp-12345678", time.time())  # may be a writer about to take its lock
+    live = temporary(".m.tmp-abcdef01", old)  # an old write still running: it holds the lock
+    other = temporary(".mm.tmp-0badc0de", old)  # a temporary of another place
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.warns(UserWarning, match=r"removed .*\.m\.tmp-0badc0de, left by an interrupted write"):
+            jaxprov.save_model(model, tmp_path / "m")
+    finally:
+        os.close(fd)
+    assert not stale.exists() and young.exists() and live.exists() and other.exists()
+    assert jaxprov.load(tmp_path / "m").arch == "lenet"
+
+
+def _tamper(directory, change):
+    path = directory / "jaxprov.json"
+    meta = json.loads(path.read_text())
+    text = change(meta)
+    path.write_text(text if isinstance(text, str) else json.dumps(meta))
+
+
+def _del(key):
+    return lambda meta: meta.pop(key) and None
+
+
+TAMPERED = {
+    "not json": (lambda meta: "{not json", "not valid JSON"),
+    "a list": (lambda meta: "[1, 2]", "a JSON list"),
+    "deep nesting": (lambda meta: "[" * 100000 + "]" * 100000, "not valid JSON"),
+    "huge number": (lambda meta: json.dumps({**meta, "num_params": 0}).replace('"num_params": 0', '"num_params": '
+                                                                                + "9" * 5000), "not valid JSON"),
+    "missing arch": (_del("arch"), "arch is None, not a str"),
+    "arch is a number": (lambda meta: meta.update(arch=5), "arch is 5, not a str"),
+    "arch does not parse": (lambda meta: meta.update(arch="lenet[num_classes=ten]"), "not an architecture"),
+    "unknown arch": (lambda meta: meta.update(arch="resnet9000"), "not an architecture"),
+    "format version a string": (lambda meta: meta.update(format_version="1"), "incompatible"),
+    "input_spec a list": (lambda meta: meta.update(input_spec=[28, 28, 1]), "input_spec is"),
+    "input_spec odd field": (lambda meta: meta["input_spec"].update(colour=True), "does not parse"),
+    "input_spec shape": (lambda meta: meta["input_spec"].update(shape=[1, 1, 1]), "input_spec.shape"),
+    "input_spec nan mean": (lambda meta: meta["input_spec"].update(mean=[float("nan")], std=[1.0]), "finite"),
+    "source a string": (lambda meta: meta.update(source="x"), "source is"),
+    "num_params negative": (lambda meta: meta.update(num_params=-1), "negative"),
+    "output kind": (lambda meta: meta.update(output_kind="probabilities"), "output_kind"),
+    "params of another arch": (lambda meta: meta.update(arch="lenet[num_classes=5]"), "do not fit"),
+    "params sha256": (lambda meta: meta.update(params_sha256="0" * 64), "do not match their recorded sha256"),
+}
+
+
+@pytest.fixture
+def stored_lenet(tmp_path):
+    model = jaxprov.models.init("lenet", __import__("jax").random.PRNGKey(0))
+    return jaxprov.save_model(model, tmp_path / "m")
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_tampered_metadata_is_one_store_error(stored_lenet, case, capsys):
+    change, message = TAMPERED[case]
+    _tamper(stored_lenet, change)
+    with pytest.raises(jaxprov.StoreError) as err:
+        jaxprov.load(stored_lenet)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert "jaxprov.json" in str(err.value) or str(stored_lenet) in str(err.value)
+    if case not in ("params of another arch", "params sha256"):  # info reads metadata only
+        assert message in _cli_error(["info", str(stored_lenet)], capsys)
+
+
+def _random_json(rng, depth=0):
+    kind = rng.integers(9 if depth < 4 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return bool(rng.integers(2))
+    if kind == 2:
+        return int(rng.choice([0, -1, 1, 2**31, -2**63, 10**30]))
+    if kind == 3:
+        return float(rng.choice([0.0, -1.5, 1e308, -1e-308]))
+    if kind == 4:
+        return str(rng.choice(["", "lenet", "resnet18[num_classes=-3]", "image", "=1", "\0", "x" * 300]))
+    if kind == 5:
+        return "lenet[num_classes=%d]" % rng.integers(-5, 20)
+    if kind == 6:
+        return [_random_json(rng, depth + 1) for _ in range(rng.integers(4))]
+    return {str(rng.choice(["shape", "mean", "std", "modality", "dtype", "a"])): _random_json(rng, depth + 1)
+            for _ in range(rng.integers(4))}
+
+
+def test_generated_metadata_mutations_give_a_model_or_a_jaxprov_error(stored_lenet):
+    """Swapped, deleted and mistyped fields, bit flips and truncation of a real jaxprov.json: every
+    case loads a correct model or raises a JaxprovError, never another exception."""
+    rng = np.random.default_rng(9)  # fixed: the same 200 cases every run
+    original = (stored_lenet / "jaxprov.json").read_bytes()
+    meta = json.loads(original)
+    keys = sorted(meta)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(200):
+        how = rng.integers(5)
+        if how == 0:  # a top-level field gets a random value
+            mutated = dict(meta, **{str(rng.choice(keys)): _random_json(rng)})
+            data = json.dumps(mutated).encode()
+        elif how == 1:  # an input_spec field gets a random value
+            spec = dict(meta["input_spec"], **{str(rng.choice(sorted(meta["input_spec"]))): _random_json(rng)})
+            data = json.dumps(dict(meta, input_spec=spec)).encode()
+        elif how == 2:  # a field is deleted
+            data = json.dumps({k: v for k, v in meta.items() if k != rng.choice(keys)}).encode()
+        elif how == 3:  # bit flips
+            raw = bytearray(original)
+            for i in rng.integers(len(raw), size=rng.integers(1, 4)):
+                raw[i] ^= 1 << int(rng.integers(8))
+            data = bytes(raw)
+        else:  # truncation
+            data = original[:rng.integers(len(original))]
+        (stored_lenet / "jaxprov.json").write_bytes(data)
+        try:
+            model = jaxprov.load(stored_lenet)
+        except jaxprov.JaxprovError as err:
+            assert "\n" not in str(err)
+            outcomes["refused"] += 1
+        else:  # accepted: then it is the stored model, whole
+            assert model.arch == "lenet" and jaxprov.store.params_digest(model.params) == meta["params_sha256"]
+            outcomes["loaded"] += 1
+    assert outcomes["refused"] > 100 and outcomes["loaded"] > 0, outcomes
