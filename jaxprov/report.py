@@ -74,8 +74,12 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(text: str) -> str:
-    """A text cell that a spreadsheet shows as text: a leading formula character gets a "'" before it."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    """A text cell that a spreadsheet shows as text: a leading formula character gets a "'" before it.
+
+    A CR is written as the two characters \\r: the csv module quotes only the line terminator
+    ("\\n"), and a bare CR would start a new row in most readers."""
+    text = "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return text.replace("\r", "\\r")
 
 
 def csv_text(labels: Sequence[str], matrix) -> str:

@@ -253,7 +253,7 @@ def test_csv_report_escapes_spreadsheet_formulas(tmp_path):
     files = report.write_report(tmp_path / "r", labels, {"cka": matrix})
     with open(files["cka.csv"], newline="") as fh:  # as a spreadsheet reads it: CR inside a cell kept
         rows = list(csv.reader(fh))
-    assert rows[0][1:] == ["'" + label for label in labels[:6]] + ["plain", "a-b"]
+    assert rows[0][1:] == ["'" + label for label in labels[:5]] + ["'\\rcmd", "plain", "a-b"]
     assert [row[0] for row in rows[1:]] == rows[0][1:]
     assert float(rows[1][1]) == -1.0  # numbers are never escaped (a negative value stays a number)
     assert json.loads(files["json"].read_text())["labels"] == labels  # JSON keeps names as they are
