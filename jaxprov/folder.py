@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from pathlib import Path
 
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model

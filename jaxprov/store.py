@@ -128,7 +128,10 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """A stored model's `jaxprov.json`, checked field by field; a StoreError names what is wrong."""
     path = Path(directory) / META_FILE
     try:
-        if os.stat(path).st_size > MAX_META_BYTES:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{path}: not a regular file; delete the directory and convert again")
+        if info.st_size > MAX_META_BYTES:
             raise StoreError(f"{path}: larger than {MAX_META_BYTES >> 20} MiB, not metadata jaxprov wrote; "
                              "delete the directory and convert again")
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -171,8 +174,11 @@ def _meta_problems(meta: dict) -> list[str]:
     for field in ("source", "converter", "lineage"):
         if meta.get(field) is not None and not isinstance(meta[field], dict):
             problems.append(f"{field} is {_short(meta[field])}, not an object")
-    if isinstance(meta.get("source"), dict) and not isinstance(meta["source"].get("sha256", ""), str):
-        problems.append("source.sha256 is not a string")
+    for field, key, kind in (("source", "sha256", str), ("source", "path", str), ("converter", "source_family", str),
+                             ("converter", "source_dtypes", list)):
+        value = (meta.get(field) or {}).get(key) if isinstance(meta.get(field), dict) else None
+        if value is not None and (type(value) is not kind or (kind is list and not all(isinstance(v, str) for v in value))):
+            problems.append(f"{field}.{key} is {_short(value)}, not a {'list of strings' if kind is list else 'string'}")
     if problems:
         return problems
     if meta["output_kind"] not in OUTPUT_KINDS:

@@ -159,7 +159,7 @@ def test_force_replaces_only_a_folder_holding_nothing_but_a_stored_model(tmp_pat
     assert jaxprov.load(out).meta["source"]["sha256"] == jaxprov.store.file_digest(other)
 
 
-def test_stale_temporaries_are_removed_by_the_next_write_live_ones_kept(tmp_path, monkeypatch):
+def test_stale_temporaries_are_removed_by_the_next_write_live_ones_kept(tmp_path):
     import fcntl
     import os
     import time
@@ -257,26 +257,32 @@ def _random_json(rng, depth=0):
         return "lenet[num_classes=%d]" % rng.integers(-5, 20)
     if kind == 6:
         return [_random_json(rng, depth + 1) for _ in range(rng.integers(4))]
-    return {str(rng.choice(["shape", "mean", "std", "modality", "dtype", "a"])): _random_json(rng, depth + 1)
+    return {str(rng.choice(["shape", "mean", "std", "modality", "dtype", "sha256", "path", "source_dtypes",
+                            "version", "parent"])): _random_json(rng, depth + 1)
             for _ in range(rng.integers(4))}
 
 
-def test_generated_metadata_mutations_give_a_model_or_a_jaxprov_error(stored_lenet):
+def test_generated_metadata_mutations_give_a_model_or_a_jaxprov_error(stored_lenet, capsys):
     """Swapped, deleted and mistyped fields, bit flips and truncation of a real jaxprov.json: every
-    case loads a correct model or raises a JaxprovError, never another exception."""
+    case loads a correct model or raises a JaxprovError, never another exception, and `info`
+    prints it or exits 2."""
     rng = np.random.default_rng(9)  # fixed: the same 200 cases every run
+    _tamper(stored_lenet, lambda meta: meta.update(
+        source={"path": "lenet.pt", "sha256": "ab" * 32},
+        converter={"version": 1, "source_family": "torch", "source_dtypes": ["float32"]}))
     original = (stored_lenet / "jaxprov.json").read_bytes()
     meta = json.loads(original)
-    keys = sorted(meta)
+    keys = sorted(meta) + ["lineage"]
     outcomes = {"loaded": 0, "refused": 0}
     for _ in range(200):
         how = rng.integers(5)
         if how == 0:  # a top-level field gets a random value
             mutated = dict(meta, **{str(rng.choice(keys)): _random_json(rng)})
             data = json.dumps(mutated).encode()
-        elif how == 1:  # an input_spec field gets a random value
-            spec = dict(meta["input_spec"], **{str(rng.choice(sorted(meta["input_spec"]))): _random_json(rng)})
-            data = json.dumps(dict(meta, input_spec=spec)).encode()
+        elif how == 1:  # a field of input_spec, source or converter gets a random value
+            field = str(rng.choice(["input_spec", "source", "converter"]))
+            inner = dict(meta[field], **{str(rng.choice(sorted(meta[field]))): _random_json(rng)})
+            data = json.dumps(dict(meta, **{field: inner})).encode()
         elif how == 2:  # a field is deleted
             data = json.dumps({k: v for k, v in meta.items() if k != rng.choice(keys)}).encode()
         elif how == 3:  # bit flips
@@ -287,6 +293,8 @@ def test_generated_metadata_mutations_give_a_model_or_a_jaxprov_error(stored_len
         else:  # truncation
             data = original[:rng.integers(len(original))]
         (stored_lenet / "jaxprov.json").write_bytes(data)
+        assert main(["info", str(stored_lenet)]) in (0, 2)
+        assert "Traceback" not in capsys.readouterr().err
         try:
             model = jaxprov.load(stored_lenet)
         except jaxprov.JaxprovError as err:
