@@ -73,16 +73,15 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
 
 
 def _source(value, what: str) -> Path:
-    """A path to read a model from: it exists, and is a folder or a regular file (a FIFO or device
-    would block or never end)."""
+    """A path to read a model from: a folder, or a regular file (a FIFO or device would block or
+    never end; `converters.readers.check_regular_file` refuses them without opening them)."""
     path = arguments.path(value, what)
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file or directory") from None
-    except OSError as err:
-        raise CheckpointError(store.os_error_line(path, err)) from None
-    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-        raise CheckpointError(f"{path}: not a regular file or folder (a FIFO, device or socket); "
-                              "point at a checkpoint file or folder")
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return path
+    except OSError:
+        pass  # check_regular_file names what is wrong
+    from converters.readers import check_regular_file
+
+    check_regular_file(path)
     return path

@@ -122,7 +122,7 @@ def test_fifo_given_to_info_and_convert_is_refused(tmp_path, capsys):
     fifo = tmp_path / "pipe.pt"
     os.mkfifo(fifo)
     for argv in (["info", fifo], ["convert", fifo, "--out", tmp_path / "m"]):
-        assert "not a regular file" in _cli_error(argv, capsys)
+        assert "pipe.pt: a FIFO, not a checkpoint file" in _cli_error(argv, capsys)
 
 
 def test_os_error_no_check_foresaw_is_one_line(monkeypatch, capsys):
