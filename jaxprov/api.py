@@ -32,7 +32,10 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
         return model
     import converters  # conversion is the only place that knows checkpoint formats
 
-    return converters.load_checkpoint(path, arch, progress=progress)
+    try:
+        return converters.load_checkpoint(path, arch, progress=progress)
+    except OSError as err:  # a read the file system refused (EIO, permissions): still one line
+        raise CheckpointError(store.os_error_line(err.filename or path, err)) from None
 
 
 def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: str | None = None, *,
@@ -54,7 +57,10 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
 
     if store.is_model_dir(src):
         raise CheckpointError(f"{src}: already a converted jaxprov model; use it directly")
-    digest = converters.source_digest(src)
+    try:
+        digest = converters.source_digest(src)
+    except OSError as err:
+        raise CheckpointError(store.os_error_line(err.filename or src, err)) from None
     if out is None:
         tag = (arch or "auto").replace("/", "_").replace("[", "(").replace("]", ")")
         out = store.default_root() / "models" / f"{digest[:24]}-{tag}-c{converters.CONVERTER_VERSION}"
@@ -68,7 +74,10 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
         raise StoreError(f"{out}: already holds another model ({meta.get('name')}, {meta.get('arch')}); "
                          "choose another --out or pass --force to replace it")
     store.check_target(out, overwrite=True)  # before the conversion: a refusal costs nothing
-    model = converters.load_checkpoint(src, arch, progress=progress, digest=digest)
+    try:
+        model = converters.load_checkpoint(src, arch, progress=progress, digest=digest)
+    except OSError as err:
+        raise CheckpointError(store.os_error_line(err.filename or src, err)) from None
     return store.save_model(model, out, overwrite=True), model, True
 
 

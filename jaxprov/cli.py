@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # the file system refused something no check foresaw: still the user's environment
         from jaxprov.store import os_error_line
 
-        print(f"jaxprov: error: {_one_line(os_error_line(err.filename or '?', err, 'failed'))}", file=sys.stderr)
+        line = (os_error_line(err.filename, err, "failed") if err.filename else
+                f"{err.strerror or err} ({type(err).__name__}); check the files given and their permissions")
+        print(f"jaxprov: error: {_one_line(line)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("jaxprov: interrupted", file=sys.stderr)

@@ -114,6 +114,8 @@ def unreadable_file(tmp_path):
 def test_unreadable_input(unreadable_file, tmp_path, capsys):
     err = _cli_error(["convert", unreadable_file, "--out", tmp_path / "m"], capsys)
     assert "unreadable.pt" in err or "/proc/self/mem" in err
+    err = _cli_error(["info", unreadable_file], capsys)
+    assert "unreadable.pt" in err or "/proc/self/mem" in err
     with pytest.raises(JaxprovError):
         jaxprov.convert(unreadable_file, tmp_path / "m")
 
