@@ -12,14 +12,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import torch
 
 import jaxprov
 from jaxprov import probes, report
 from jaxprov.cli import main
 from jaxprov.errors import ArgumentError, JaxprovError
 from jaxprov.scan import scan_models
-from tests.torch_reference import LeNet
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT_S = 300  # a hang guard, not a speed limit: the old failure never exited at all
@@ -46,10 +44,10 @@ def _cli_error(argv, capsys) -> str:
 
 
 @pytest.fixture
-def lenet_file(tmp_path):
+def lenet_file(tmp_path, torch, reference):
     torch.manual_seed(0)
     path = tmp_path / "lenet.pt"
-    torch.save(LeNet().state_dict(), path)
+    torch.save(reference.LeNet().state_dict(), path)
     return path
 
 
@@ -106,7 +104,7 @@ def unreadable_file(tmp_path):
         path.symlink_to("/proc/self/mem")
         return path
     path = tmp_path / "unreadable.pt"
-    torch.save({"w": torch.zeros(2)}, path)
+    path.write_bytes(b"PK\x03\x04" + bytes(100))
     path.chmod(0)
     return path
 

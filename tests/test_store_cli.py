@@ -141,14 +141,15 @@ def test_non_finite_weights_warn_naming_the_tensors(tmp_path, torch, reference):
 # -- issue 9: stored models are untrusted input; writes never destroy or strand anything ---------
 
 
-def test_force_replaces_only_a_folder_holding_nothing_but_a_stored_model(tmp_path, lenet_file, capsys):
+def test_force_replaces_only_a_folder_holding_nothing_but_a_stored_model(tmp_path, lenet_file, capsys, torch,
+                                                                        reference):
     out = tmp_path / "stored"
     jaxprov.convert(lenet_file, out)
     (out / "notes.txt").write_text("mine")
     (out / "results").mkdir()
     torch.manual_seed(1)
     other = tmp_path / "other.pt"
-    torch.save(LeNet().state_dict(), other)
+    torch.save(reference.LeNet().state_dict(), other)
     err = _cli_error(["convert", str(other), "--out", str(out), "--force"], capsys)
     assert "notes.txt, results" in err and "refusing to replace" in err
     assert (out / "notes.txt").read_text() == "mine"
