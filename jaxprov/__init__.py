@@ -10,7 +10,7 @@ Public API (everything a user needs is importable from here):
   save_model(model, dir) / load_model(dir)
   Model, InputSpec, stack_params      the model contract
   models                              string-addressable Flax families: models.init("resnet18", key)
-  errors: JaxprovError and its subclasses, one clear line each
+  errors: JaxprovError and its subclasses, one clear line each (ArgumentError: a wrong argument type)
 """
 
 __version__ = "0.1.0"
@@ -22,12 +22,13 @@ from jaxprov.cache import SignatureStore  # noqa: E402
 from jaxprov.comparison import Comparison, Zoo, compare  # noqa: E402
 from jaxprov.engine import EngineConfig  # noqa: E402
 from jaxprov.errors import (  # noqa: E402
-    ArchitectureError, CheckpointError, ConversionError, JaxprovError, StoreError, UnsafeCheckpointError)
+    ArchitectureError, ArgumentError, CheckpointError, ConversionError, JaxprovError, StoreError,
+    UnsafeCheckpointError)
 from jaxprov.model import InputSpec, Model, stack_params  # noqa: E402
 from jaxprov.store import load_model, save_model  # noqa: E402
 
 __all__ = [
-    "ArchitectureError", "CheckpointError", "Comparison", "ConversionError", "EngineConfig", "InputSpec",
-    "JaxprovError", "Model", "SignatureStore", "StoreError", "UnsafeCheckpointError", "Zoo", "compare",
+    "ArchitectureError", "ArgumentError", "CheckpointError", "Comparison", "ConversionError", "EngineConfig",
+    "InputSpec", "JaxprovError", "Model", "SignatureStore", "StoreError", "UnsafeCheckpointError", "Zoo", "compare",
     "convert", "load", "load_model", "methods", "models", "save_model", "stack_params", "__version__",
 ]

@@ -232,11 +232,13 @@ def adapt(raw: np.ndarray, spec: InputSpec) -> jax.Array:
 def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     """`n` seed inputs for models with input `spec`, chosen by `key` from `source`:
     "mnist", "digits", a split of a zoo data domain ("mnist:test", "digits:test", see
-    `jaxprov.zoo.data`), "synthetic", a folder of images, an .npy/.npz file, or (text) a .txt file of
-    sentences plus a tokenizer directory in `spec`-compatible form (see text_seeds).
+    `jaxprov.zoo.data`), "synthetic", a folder of images, or an .npy/.npz file. A text model takes
+    "synthetic" (random token ids in its vocabulary) or Probes built by `text_seeds` (sentences and
+    the model's tokenizer); any other source is refused for it, never cast to token ids.
 
     Seeds from MNIST, digits, a data split or an .npz holding a "y" array carry their true labels
-    (`Probes.labels`)."""
+    (`Probes.labels`). Refused with one line: empty, non-numeric or non-finite arrays, missing
+    paths, FIFOs and devices, unknown names."""
     if not isinstance(source, str):
         raise ArgumentError(f"seeds must be a seed source name or path (str), not {type(source).__name__}")
     source_path = Path(source)

@@ -321,7 +321,7 @@ def test_api_wrong_argument_types_raise_argument_errors(stored, tmp_path):
     for call, message in calls:
         with pytest.raises(ArgumentError) as err:
             call()
-        assert isinstance(err.value, TypeError) and isinstance(err.value, JaxprovError)
+        assert isinstance(err.value, TypeError) and isinstance(err.value, jaxprov.ArgumentError)
         assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
