@@ -5,6 +5,8 @@ Run on an accelerator from the repo root (writes JSON after every section, so a 
 what finished):
     PYTHONPATH=. XLA_PYTHON_CLIENT_PREALLOCATE=false python3 benchmarks/engine_bench.py --out bench.json
 Sections can be chosen: --only overhead,strategies,torch,zoo_gradfield,zoo_ddv,all_pairs
+`--smoke` runs the zoo-scale sections (zoo_gradfield, zoo_ddv, all_pairs) at a tiny size on any CPU:
+the same code, for benchmarks/device_suite.sh --smoke and its test.
 """
 
 from __future__ import annotations
@@ -148,9 +150,20 @@ def bench_torch(results, n_jax=100):
     results["torch_baseline"] = row
 
 
-def bench_zoo_gradfield(results, n=1000):
+# The issue's zoo sizes, and a tiny one that exercises the same code on a CPU in seconds.
+SIZES = {
+    "full": {"gradfield_models": 1000, "gradfield": {}, "ddv_models": 2000, "ddv": {},
+             "all_pairs": ((10_000, 100), (10_000, 4096), (100_000, 100))},
+    "smoke": {"gradfield_models": 3, "gradfield": {"n_anchors": 4, "steps": 3}, "ddv_models": 3,
+              "ddv": {"n_seeds": 4, "iters": 2}, "all_pairs": ((300, 16), (1000, 8))},
+}
+SIZE = SIZES["full"]
+
+
+def bench_zoo_gradfield(results):
+    n = SIZE["gradfield_models"]
     zoo = make_zoo("cifar_resnet20", n)
-    gf = methods.get("gradient_field")
+    gf = methods.get("gradient_field", **SIZE["gradfield"])
     probes = gf.make_probes(seeds_for(zoo[0], gf.n_anchors), jax.random.PRNGKey(5))
     out = {}
     for dtype in ("float32", "bfloat16"):
@@ -165,9 +178,10 @@ def bench_zoo_gradfield(results, n=1000):
     results["zoo_gradient_field"] = out
 
 
-def bench_zoo_ddv(results, n=2000):
+def bench_zoo_ddv(results):
+    n = SIZE["ddv_models"]
     zoo = make_zoo("cifar_resnet20", n)
-    ddv = methods.get("ddv")
+    ddv = methods.get("ddv", **SIZE["ddv"])
     start = time.perf_counter()
     probes = ddv.make_probes(seeds_for(zoo[0], ddv.n_seeds), jax.random.PRNGKey(6), zoo[0])
     jax.block_until_ready(probes.inputs)
@@ -183,7 +197,7 @@ def bench_zoo_ddv(results, n=2000):
 
 def bench_all_pairs(results):
     rows = []
-    for n, d in ((10_000, 100), (10_000, 4096), (100_000, 100)):
+    for n, d in SIZE["all_pairs"]:
         s = jax.random.normal(jax.random.PRNGKey(7), (n, d), jnp.float32)
         s = s / jnp.linalg.norm(s, axis=1, keepdims=True)
         if n <= 10_000:
@@ -204,11 +218,16 @@ SECTIONS = {"overhead": bench_overhead, "strategies": bench_strategies, "torch":
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="engine_bench.json")
-    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--smoke", action="store_true", help="the zoo-scale sections at a tiny size (CPU, seconds)")
     args = parser.parse_args()
+    global SIZE
+    SIZE = SIZES["smoke" if args.smoke else "full"]
+    only = args.only or ("zoo_gradfield,zoo_ddv,all_pairs" if args.smoke else ",".join(SECTIONS))
     device = jax.devices()[0]
-    results = {"device": device.device_kind, "jax": jax.__version__}
-    for name in args.only.split(","):
+    results = {"device": device.device_kind, "platform": device.platform, "jax": jax.__version__,
+               "command": " ".join(["python3", *sys.argv]), "size": "smoke" if args.smoke else "full"}
+    for name in only.split(","):
         start = time.perf_counter()
         try:
             SECTIONS[name](results)

@@ -1,0 +1,38 @@
+"""benchmarks/device_suite.sh --smoke: the device suite's code end to end at a tiny size on the CPU."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # trains the smoke zoo (about 40 small models, one epoch each)
+def test_smoke_run_writes_every_figure_as_json(tmp_path):
+    out = tmp_path / "results"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_suite.sh"), "--smoke", "--out", str(out),
+                          "--work", str(tmp_path / "work")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    suite = json.loads((out / "suite.json").read_text())
+    assert suite["smoke"] and suite["platform"] == "cpu" and suite["versions"]["jax"]
+    assert {name: stage["exit"] for name, stage in suite["stages"].items()} == {"engine": 0, "reuse": 0}
+    engine = json.loads((out / "engine.json").read_text())
+    assert engine["size"] == "smoke" and "command" in engine and not any(k.endswith("_error") for k in engine)
+    assert engine["zoo_gradient_field"]["float32"]["models"] == 3
+    assert engine["zoo_ddv"]["models"] == 3
+    assert [row["n"] for row in engine["all_pairs"]] == [300, 300, 1000, 1000]
+    reuse = json.loads((out / "reuse.json").read_text())
+    assert reuse["size"] == "smoke" and reuse["preset"]["name"] == "ci-smoke"
+    overall = reuse["reuse"]["results"]["default"]["overall"]
+    assert 0.0 <= overall["auc"] <= 1.0 and overall["n_pos"] > 0 and overall["n_neg"] > 0
+
+
+def test_unknown_argument_is_one_line_and_exit_2(tmp_path):
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_suite.sh"), "--fast"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "unknown argument '--fast'" in run.stderr
