@@ -65,10 +65,11 @@ def _through_transformers(directory: Path, config: dict, class_name: str,
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
         raise CheckpointError(f"{directory}: transformers could not build the model from its config.json and "
                               f"weights ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
-    if info.get("missing_keys"):
-        raise CheckpointError(f"{directory}: the weight files lack {len(info['missing_keys'])} tensors "
-                              f"({', '.join(sorted(info['missing_keys'])[:5])}); transformers would initialise "
-                              "them randomly")
+    for problem, what in (("missing_keys", "lack"), ("mismatched_keys", "have other shapes than config.json gives for")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(problem) or ())
+        if keys:
+            raise CheckpointError(f"{directory}: the weight files {what} {len(keys)} tensors ({', '.join(keys[:5])}); "
+                                  "transformers would initialise them randomly")
     return {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
             for k, v in model.state_dict().items()}
 

@@ -61,7 +61,7 @@ _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "em
 # Everything a malformed pickle, zip or deflate stream can raise while being parsed.
 _PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, pickle.UnpicklingError, struct.error,
                  zlib.error, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
-                 RecursionError, MemoryError, UnicodeDecodeError, NotImplementedError, RuntimeError)
+                 RecursionError, MemoryError, UnicodeDecodeError, NotImplementedError, RuntimeError, OSError)
 
 
 def max_bytes() -> int:
@@ -540,7 +540,10 @@ def read_json(path: Path, source: str | None = None):
     """A small JSON file (config.json, a shard index): unique keys, bounded size and depth."""
     source = source or str(path)
     with open_regular(path) as fh:
-        text = fh.read(MAX_JSON_BYTES + 1)
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{source}: larger than {MAX_JSON_BYTES:,} bytes; not a config or shard index")
+        text = fh.read(size + 1)  # never read(n) with a large n: it allocates n bytes up front
     if len(text) > MAX_JSON_BYTES:
         raise CheckpointError(f"{source}: larger than {MAX_JSON_BYTES:,} bytes; not a config or shard index")
     try:

@@ -30,7 +30,7 @@ def op_int(n: int) -> bytes:
 
 
 def op_value(v) -> bytes:
-    """Opcodes pushing a Python value built from ints, strs, bools, None, tuples and lists."""
+    """Opcodes pushing a Python value built from ints, floats, strs, bools, None, tuples, lists and dicts."""
     if v is None:
         return b"N"
     if isinstance(v, bool):
@@ -45,6 +45,8 @@ def op_value(v) -> bytes:
         return b"(" + b"".join(op_value(x) for x in v) + b"t"
     if isinstance(v, list):
         return b"]" + (b"(" + b"".join(op_value(x) for x in v) + b"e" if v else b"")
+    if isinstance(v, dict):
+        return b"}" + (b"(" + b"".join(op_value(k) + op_value(x) for k, x in v.items()) + b"u" if v else b"")
     if isinstance(v, bytes):  # raw opcodes, spliced in as they are
         return v
     raise TypeError(type(v))

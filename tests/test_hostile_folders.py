@@ -266,3 +266,11 @@ def test_zero_weights_stay_zero_through_transformers(tmp_path):
     import jax
 
     assert all(not np.asarray(leaf).any() for leaf in jax.tree_util.tree_leaves(model.params))
+
+
+def test_config_shapes_that_transformers_would_reinitialise_are_refused(tmp_path):
+    pytest.importorskip("torch")
+    folder = bert_folder(tmp_path / "bert")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 32}))  # weights hold 16
+    _refused(folder, "transformers could not build the model|have other shapes than config.json gives")

@@ -416,3 +416,10 @@ def test_info_on_a_fifo_or_device_exits_with_one_line(tmp_path, target):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and str(target) in lines[0], result.stderr
     assert "FIFO" in lines[0] or "device" in lines[0]
+
+
+def test_zip_with_bytes_cut_from_its_start_is_one_line(tmp_path):
+    full = zero_pt(tmp_path / "full.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(full[40:])  # the directory now points before the file's start (a negative seek)
+    _refused(cut, "corrupt or truncated")

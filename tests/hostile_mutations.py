@@ -1,0 +1,269 @@
+"""A seeded generator of hostile checkpoints: mutated .pt zips and pickles, safetensors headers,
+config.json files and shard indexes (bit flips, truncation, swapped fields, huge and negative
+numbers, wrong JSON types, deep nesting, code-executing globals, path escapes).
+
+Every base file's tensors are all zeros, so a case that loads must give only zeros: a non-zero
+weight can only come from outside the file. `cases(kind, n, seed, directory, sentinel)` writes the
+cases under `directory` and yields (description, path). Used by tests/test_hostile_fuzz.py (fixed
+seed and count) and benchmarks/fuzz_readers.py (as many as asked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tests.hostile_files import (bert_folder, bert_state_dict, op_call, op_global, safetensors_bytes, set_flag_bits,
+                                 state_dict_pickle, tensor_record, write_pt)
+
+HOSTILE_INTS = [0, 1, -1, 2, 3, 5, 6, 7, 24, 255, 256, 2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63 - 1, 2**63,
+                2**64, -2**31, -2**63, 10**30, -10**30]
+STORAGE_CLASSES = ["FloatStorage", "LongStorage", "BoolStorage", "HalfStorage", "BFloat16Storage", "ByteStorage",
+                   "UntypedStorage", "Tensor", "Evil"]
+DANGEROUS = [("os", "system"), ("posix", "system"), ("builtins", "exec"), ("builtins", "eval"),
+             ("subprocess", "call"), ("builtins", "__import__"), ("torch", "load"), ("pickle", "loads")]
+
+
+def _value(rng: np.random.Generator, depth: int = 0):
+    """A hostile Python/JSON-able value: ints at the edges, wrong types, nesting."""
+    kind = rng.integers(9 if depth < 3 else 5)
+    if kind <= 2:
+        return HOSTILE_INTS[rng.integers(len(HOSTILE_INTS))]
+    if kind == 3:
+        return [None, True, False, "", "x", "FloatStorage", "../x", 0.5, -1.5, 1e308][rng.integers(10)]
+    if kind == 4:
+        return float(rng.choice([0.0, -0.0, 3.0, 1e300, -2.5]))
+    if kind <= 6:
+        return [_value(rng, depth + 1) for _ in range(rng.integers(5))]
+    return {str(_value(rng, depth + 1))[:20]: _value(rng, depth + 1) for _ in range(rng.integers(3))}
+
+
+def _tuple(rng, depth=0):
+    v = _value(rng, depth)
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _flip(data: bytes, rng, count: int | None = None, start: int = 0, stop: int | None = None) -> bytes:
+    out = bytearray(data)
+    stop = len(out) if stop is None else stop
+    for _ in range(count or int(rng.integers(1, 4))):
+        if stop > start:
+            out[rng.integers(start, stop)] ^= 1 << int(rng.integers(8))
+    return bytes(out)
+
+
+def _cut(data: bytes, rng) -> bytes:
+    how = rng.integers(3)
+    a = int(rng.integers(len(data) + 1))
+    if how == 0:
+        return data[:a]
+    b = int(rng.integers(a, min(len(data), a + 64) + 1))
+    return data[:a] + data[b:] if how == 1 else data[:a] + bytes(rng.integers(0, 256, b - a, dtype=np.uint8)) + data[a:]
+
+
+# -- .pt ---------------------------------------------------------------------------------------
+
+_BASE_RECORDS = {  # name -> tensor_record kwargs over storages "0" (6 floats) and "1" (4 floats)
+    "w": dict(storage_key="0", numel=6, offset=0, size=(2, 3), stride=(3, 1)),
+    "t": dict(storage_key="0", numel=6, offset=0, size=(3, 2), stride=(1, 3)),
+    "b": dict(storage_key="1", numel=4, offset=1, size=(3,), stride=(1,), parameter=True),
+    "s": dict(storage_key="1", numel=4, offset=3, size=(), stride=()),
+    "e": dict(storage_key="1", numel=4, offset=0, size=(4, 2), stride=(1, 0)),
+}
+_STORAGES = {"0": bytes(24), "1": bytes(16)}
+
+
+def _pt_case(rng, path: Path, sentinel: Path) -> str:
+    records = {k: dict(v) for k, v in _BASE_RECORDS.items()}
+    storages = dict(_STORAGES)
+    kind = int(rng.integers(9))
+    name = list(records)[rng.integers(len(records))]
+    desc = ""
+    if kind == 0:  # a field of one record
+        field = ["offset", "size", "stride", "numel", "storage_key"][rng.integers(5)]
+        records[name][field] = _tuple(rng) if field in ("size", "stride") else _value(rng)
+        if field == "storage_key" and not isinstance(records[name][field], str):
+            records[name]["pid"] = ("storage", op_global("torch", "FloatStorage"), records[name][field], "cpu", 6)
+        desc = f"{name}.{field}={records[name][field]!r:.60}"
+    elif kind == 1:  # swapped fields
+        a, b = rng.choice(["offset", "size", "stride", "numel"], 2, replace=False)
+        records[name][a], records[name][b] = records[name][b], records[name][a]
+        desc = f"{name}: {a}<->{b}"
+    elif kind == 2:
+        records[name]["storage_class"] = STORAGE_CLASSES[rng.integers(len(STORAGE_CLASSES))]
+        desc = f"{name}.storage_class={records[name]['storage_class']}"
+    elif kind == 3:  # storage sizes
+        key = list(storages)[rng.integers(2)]
+        storages[key] = bytes(max(0, len(storages[key]) + int(rng.integers(-8, 9))))
+        desc = f"storage {key} is {len(storages[key])} bytes"
+    pickled = {k: tensor_record(**r) for k, r in records.items()}
+    if kind == 4:  # a code-executing global as one of the values
+        module, fn = DANGEROUS[rng.integers(len(DANGEROUS))]
+        pickled["payload"] = op_call(module, fn, f"touch {sentinel}")
+        desc = f"payload {module}.{fn}"
+    pkl = state_dict_pickle(pickled, wrap="state_dict" if rng.integers(4) == 0 else None)
+    if kind == 5:
+        pkl, desc = _flip(pkl, rng), "pickle bit flips"
+    elif kind == 6:
+        pkl, desc = _cut(pkl, rng), "pickle cut/insert"
+    elif kind == 7:  # a dangerous global spliced anywhere
+        module, fn = DANGEROUS[rng.integers(len(DANGEROUS))]
+        at = int(rng.integers(2, len(pkl)))
+        pkl = pkl[:at] + op_call(module, fn, f"touch {sentinel}") + pkl[at:]
+        desc = f"{module}.{fn} spliced at {at}"
+    deflate = [k for k in storages if rng.integers(3) == 0]
+    write_pt(path, pkl, storages, deflate=deflate)
+    if kind == 8:  # the archive itself
+        how = int(rng.integers(4))
+        if how == 0:
+            path.write_bytes(_flip(path.read_bytes(), rng))
+            desc = "zip bit flips"
+        elif how == 1:
+            path.write_bytes(_cut(path.read_bytes(), rng))
+            desc = "zip cut/insert"
+        elif how == 2:
+            set_flag_bits(path, "archive/data/" + list(storages)[rng.integers(2)], int(rng.integers(1, 256)))
+            desc = "entry flag bits"
+        else:
+            import zipfile
+
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+            info = infos[rng.integers(len(infos))]
+            data = path.read_bytes()
+            start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+            path.write_bytes(_flip(data, rng, start=start, stop=start + max(1, info.compress_size)))
+            desc = f"bytes of entry {info.filename}"
+    return f"pt/{kind}: {desc}" + (f" (deflated {deflate})" if deflate else "")
+
+
+# -- safetensors --------------------------------------------------------------------------------
+
+def _st_base():
+    header = {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+              "h": {"dtype": "F16", "shape": [4], "data_offsets": [24, 32]},
+              "i": {"dtype": "I64", "shape": [], "data_offsets": [32, 40]},
+              "z": {"dtype": "BF16", "shape": [0, 5], "data_offsets": [40, 40]},
+              "__metadata__": {"format": "pt"}}
+    return header, bytes(40)
+
+
+def _st_case(rng, path: Path) -> str:
+    header, data = _st_base()
+    kind = int(rng.integers(7))
+    name = ["w", "h", "i", "z"][rng.integers(4)]
+    if kind == 0:
+        field = ["dtype", "shape", "data_offsets"][rng.integers(3)]
+        header[name][field] = _value(rng)
+        desc = f"{name}.{field}={header[name][field]!r:.60}"
+    elif kind == 1:  # plausible numbers: shifted offsets, other shapes, other known dtypes
+        entry = header[name]
+        entry["data_offsets"] = [o + int(rng.integers(-9, 10)) * int(rng.integers(2)) for o in entry["data_offsets"]]
+        if rng.integers(2):
+            entry["shape"] = [int(rng.integers(-1, 7)) for _ in range(rng.integers(4))]
+        if rng.integers(2):
+            entry["dtype"] = ["F32", "I32", "F16", "U8", "BOOL", "F64", "F8_E4M3"][rng.integers(7)]
+        desc = f"{name}={entry}"
+    elif kind == 2:
+        header = _value(rng) if rng.integers(2) else {"__metadata__": _value(rng), **{k: v for k, v in header.items()
+                                                                                     if k != "__metadata__"}}
+        desc = f"header={str(header):.60}"
+    text = json.dumps(header).encode()
+    if kind == 3:  # duplicate key, deep nesting
+        text = text.replace(b'"h"', b'"w"') if rng.integers(2) else (
+            b'{"w": ' + b"[" * int(rng.integers(100, 200000)) + b"}")
+        desc = "duplicate key or deep nesting"
+    blob = len(text).to_bytes(8, "little") + text + data
+    if kind == 4:
+        blob, desc = _flip(blob, rng, stop=8 + len(text)), "header bit flips"
+    elif kind == 5:
+        blob, desc = _cut(blob, rng), "file cut/insert"
+    elif kind == 6:
+        length = HOSTILE_INTS[rng.integers(len(HOSTILE_INTS))] if rng.integers(2) else int(rng.integers(0, 2**63))
+        blob = (length % 2**64).to_bytes(8, "little") + blob[8:]
+        desc = "header length field"
+    path.write_bytes(blob)
+    return f"st/{kind}: {desc}"
+
+
+# -- Hugging Face folders -----------------------------------------------------------------------
+
+_CONFIG_KEYS = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act", "architectures",
+                "model_type", "id2label", "num_labels", "_name_or_path", "is_decoder", "position_embedding_type"]
+
+
+def _folder_case(rng, folder: Path, outside: Path) -> str:
+    bert_folder(folder, shards=2)
+    kind = int(rng.integers(6))
+    config_path, index_path = folder / "config.json", folder / "model.safetensors.index.json"
+    if kind == 0:
+        config = json.loads(config_path.read_text())
+        key = _CONFIG_KEYS[rng.integers(len(_CONFIG_KEYS))]
+        config[key] = _value(rng)
+        if key == "id2label" and rng.integers(2):
+            config["architectures"] = ["BertForSequenceClassification"]
+        config_path.write_text(json.dumps(config))
+        return f"config.{key}={config[key]!r:.60}"
+    if kind == 1:
+        raw = config_path.read_bytes()
+        config_path.write_bytes(_flip(raw, rng) if rng.integers(2) else _cut(raw, rng))
+        return "config.json bytes"
+    index = json.loads(index_path.read_text())
+    if kind == 2:
+        key = list(index["weight_map"])[rng.integers(len(index["weight_map"]))]
+        index["weight_map"][key] = [str(outside), "../outside.safetensors", "/dev/zero", "config.json", "",
+                                    "model.safetensors.index.json", "sub/../../outside.safetensors",
+                                    "model-00001-of-00002.safetensors", _value(rng)][rng.integers(9)]
+        index_path.write_text(json.dumps(index))
+        return f"weight_map[{key}]={index['weight_map'][key]!r:.60}"
+    if kind == 3:
+        index = _value(rng) if rng.integers(2) else {"weight_map": _value(rng)}
+        index_path.write_text(json.dumps(index))
+        return f"index={str(index):.60}"
+    if kind == 4:
+        raw = index_path.read_bytes()
+        index_path.write_bytes(_flip(raw, rng) if rng.integers(2) else _cut(raw, rng))
+        return "index bytes"
+    shard = folder / f"model-0000{rng.integers(1, 3)}-of-00002.safetensors"
+    shard.unlink()
+    how = int(rng.integers(4))
+    if how == 0:
+        shard.symlink_to(outside)
+    elif how == 1:
+        shard.symlink_to("/dev/zero")
+    elif how == 2:
+        os.mkfifo(shard)
+    else:
+        shard.symlink_to("config.json")
+    return f"{shard.name} -> {['outside', '/dev/zero', 'FIFO', 'config.json'][how]}"
+
+
+def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
+    """Write `n` hostile cases of `kind` ("pt", "safetensors" or "folder") and yield (description, path)."""
+    rng = np.random.default_rng([seed, ["pt", "safetensors", "folder"].index(kind)])
+    directory.mkdir(parents=True, exist_ok=True)
+    outside = directory / "outside.safetensors"  # non-zero weights: reading it would show
+    outside.write_bytes(safetensors_bytes(bert_state_dict(fill=1.0)))
+    for i in range(n):
+        if kind == "pt":
+            path = directory / f"case{i}.pt"
+            yield _pt_case(rng, path, sentinel), path
+        elif kind == "safetensors":
+            path = directory / f"case{i}.safetensors"
+            yield _st_case(rng, path), path
+        else:
+            path = directory / "cases" / f"case{i}"
+            yield _folder_case(rng, path, outside), path
+
+
+def valid_folder(directory: Path) -> Path:
+    """A valid all-zero BERT folder (the worker's warm-up case)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    return bert_folder(directory, shards=2)
+
