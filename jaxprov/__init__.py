@@ -13,7 +13,7 @@ Public API (everything a user needs is importable from here):
   errors: JaxprovError and its subclasses, one clear line each (ArgumentError: a wrong argument type)
 """
 
-__version__ = "0.1.0"
+from jaxprov.version import __version__
 
 from jaxprov import models  # noqa: E402
 from jaxprov import methods  # noqa: E402

@@ -28,7 +28,6 @@ import sqlite3
 import stat
 import sys
 import time
-import uuid
 import warnings
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -37,12 +36,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from jaxprov import engine
+from jaxprov.atomic import atomic_write
 from jaxprov.engine import EngineConfig, Signatures
 from jaxprov.errors import StoreError
 from jaxprov.methods.base import DEAD_NORM, Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes
 from jaxprov.store import model_digest
+from jaxprov.version import __version__
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.sqlite"
@@ -77,24 +78,8 @@ def _versions() -> dict:
     import flax
     import jax
 
-    from jaxprov import __version__
-
     return {"jaxprov": __version__, "jax": jax.__version__, "jaxlib": version("jaxlib"),
             "flax": flax.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary sibling, fsync, rename over `path`: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class SignatureStore:

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jaxprov.cache import atomic_write
+from jaxprov.atomic import atomic_write
 
 MAX_TICK_LABELS = 60  # beyond this a label per row is unreadable: the axes show counts only
 MAX_CELL_VALUES = 12  # write the value into each cell up to this many models

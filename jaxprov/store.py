@@ -36,6 +36,7 @@ import numpy as np
 
 from jaxprov.errors import CheckpointError, StoreError
 from jaxprov.model import OUTPUT_KINDS, InputSpec, Model
+from jaxprov.version import __version__
 
 META_FILE = "jaxprov.json"
 PARAMS_DIR = "params"
@@ -304,8 +305,6 @@ def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = 
     import flax
     import jax
     import orbax.checkpoint as ocp
-
-    from jaxprov import __version__
 
     target = check_target(directory, overwrite=overwrite)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -37,6 +37,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from jaxprov.atomic import atomic_write
 from jaxprov.errors import JaxprovError
 
 SPREAD_FLOOR = 0.01  # similarities are cosines in [-1, 1]: a null spread below this is noise
@@ -201,8 +202,6 @@ class Verdict:
                                "write one with `jaxprov bench reuse`") from None
 
     def save(self, path: str | Path) -> None:
-        from jaxprov.cache import atomic_write
-
         atomic_write(Path(path), (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
 
