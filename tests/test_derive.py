@@ -7,10 +7,10 @@ import optax
 import pytest
 
 import jaxprov
-from jaxprov import zoo
+from jaxprov import training
 from jaxprov.models import layers
-from jaxprov.probes import adapt, mnist_images
-from jaxprov.zoo import derive
+from jaxprov.datasets import adapt, mnist_images
+from jaxprov.training import derive
 
 
 def _flat(tree) -> dict:
@@ -19,7 +19,7 @@ def _flat(tree) -> dict:
 
 
 def _loss(model, x, y) -> float:
-    return float(optax.softmax_cross_entropy_with_integer_labels(zoo.predict(model, x), y).mean())
+    return float(optax.softmax_cross_entropy_with_integer_labels(training.predict(model, x), y).mean())
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def resnet(digits):
     raw, y = digits
     parent = jaxprov.models.init("cifar_resnet20", jax.random.PRNGKey(0), name="r20")
     x = np.asarray(adapt(raw[:64], parent.input_spec))
-    child = zoo.train(parent, x, y[:64], jax.random.PRNGKey(1), epochs=1, batch=32)
+    child = training.train(parent, x, y[:64], jax.random.PRNGKey(1), epochs=1, batch=32)
     return parent, child, x, y[:64]
 
 
@@ -46,7 +46,7 @@ def mlp(digits):
     raw, y = digits
     spec = jaxprov.models.create("mlp[hidden=32]")[2]
     x = np.asarray(spec.normalize(raw))
-    model = zoo.train("mlp[hidden=32]", x[:128], y[:128], jax.random.PRNGKey(0), epochs=10, batch=32, name="m")
+    model = training.train("mlp[hidden=32]", x[:128], y[:128], jax.random.PRNGKey(0), epochs=10, batch=32, name="m")
     return model, x, y
 
 
@@ -99,8 +99,8 @@ def test_resnet20_trains_with_batch_statistics(resnet):
     assert all(not np.array_equal(before[k], after[k]) for k in stats)
     assert all(not np.array_equal(before[k], after[k]) for k in before if k.endswith("/kernel"))
     assert _loss(child, x, y) < _loss(parent, x, y) - 0.3
-    np.testing.assert_array_equal(zoo.predict(child, x), zoo.predict(child, x))
-    same = zoo.train(parent, x, y, jax.random.PRNGKey(1), epochs=1, batch=32)
+    np.testing.assert_array_equal(training.predict(child, x), training.predict(child, x))
+    same = training.train(parent, x, y, jax.random.PRNGKey(1), epochs=1, batch=32)
     assert all(np.array_equal(after[k], v) for k, v in _flat(same.params).items())
 
 
@@ -108,21 +108,21 @@ def test_prune_finetune_and_distill_work_on_batchnorm_models(resnet):
     _, base, x, y = resnet
     base_leaves = _flat(base.params)
 
-    head_only = zoo.finetune(base, x, y, jax.random.PRNGKey(2), epochs=1, last_layer_only=True, batch=32)
+    head_only = training.finetune(base, x, y, jax.random.PRNGKey(2), epochs=1, last_layer_only=True, batch=32)
     for k, v in _flat(head_only.params).items():  # a frozen body keeps its running statistics too
         assert np.array_equal(v, base_leaves[k]) == (not k.startswith("params/fc/")), k
 
-    pruned = zoo.prune(base, 0.5, x, y, jax.random.PRNGKey(3), finetune_epochs=1, batch=32)
+    pruned = training.prune(base, 0.5, x, y, jax.random.PRNGKey(3), finetune_epochs=1, batch=32)
     kernels = [v for k, v in _flat(pruned.params).items() if k.endswith("/kernel")]
     assert sum(int((k == 0).sum()) for k in kernels) == round(0.5 * sum(k.size for k in kernels))
     assert any(not np.array_equal(v, base_leaves[k]) for k, v in _flat(pruned.params).items()
                if k.startswith("batch_stats/"))
 
-    student = zoo.distill(base, "cifar_resnet20", x, jax.random.PRNGKey(4), epochs=1, hard_labels=True, batch=32)
+    student = training.distill(base, "cifar_resnet20", x, jax.random.PRNGKey(4), epochs=1, hard_labels=True, batch=32)
     assert student.meta["lineage"]["parent"] == base.name
     assert _flat(student.params).keys() == base_leaves.keys()
 
-    soup = zoo.average([base, pruned])
+    soup = training.average([base, pruned])
     stats = "batch_stats/layer1_0/bn1/var"
     np.testing.assert_allclose(_flat(soup.params)[stats], (base_leaves[stats] + _flat(pruned.params)[stats]) / 2,
                                rtol=1e-6)
@@ -130,7 +130,7 @@ def test_prune_finetune_and_distill_work_on_batchnorm_models(resnet):
 
 def test_cast_fp16_rounds_every_float_leaf_and_stays_float32(mlp):
     model = mlp[0]
-    half = zoo.cast_fp16(model)
+    half = training.cast_fp16(model)
     assert half.name == "m-fp16"
     assert half.meta["lineage"] == {"parent": "m", "derivation": "cast_fp16", "dtype": "float16",
                                     "applies_to": "all floating leaves"}
@@ -142,28 +142,28 @@ def test_cast_fp16_rounds_every_float_leaf_and_stays_float32(mlp):
     jaxprov.model.stack_params([model, half])
     huge = model.replace(params=jax.tree_util.tree_map(lambda a: a * 1e6, model.params))
     with pytest.raises(jaxprov.JaxprovError, match="overflows float16"):
-        zoo.cast_fp16(huge)
+        training.cast_fp16(huge)
 
 
 def test_average_of_siblings_is_their_mean_with_lineage(mlp):
     parent, x, y = mlp
-    a = zoo.finetune(parent, x[128:], y[128:], jax.random.PRNGKey(1), epochs=1, batch=32, name="a")
-    b = zoo.finetune(parent, x[128:], y[128:], jax.random.PRNGKey(2), epochs=1, batch=32, name="b")
-    soup = zoo.average([a, b])
+    a = training.finetune(parent, x[128:], y[128:], jax.random.PRNGKey(1), epochs=1, batch=32, name="a")
+    b = training.finetune(parent, x[128:], y[128:], jax.random.PRNGKey(2), epochs=1, batch=32, name="b")
+    soup = training.average([a, b])
     assert soup.name == "a+b-averaged"
     assert soup.meta["lineage"] == {"parent": "m", "derivation": "average", "parents": ["a", "b"],
                                     "weights": "uniform"}
     fa, fb = _flat(a.params), _flat(b.params)
     for k, leaf in _flat(soup.params).items():
         np.testing.assert_allclose(leaf, (fa[k] + fb[k]) / 2, rtol=1e-6, atol=1e-7)
-    other = zoo.average([a, parent], name="mix", parent="given")
+    other = training.average([a, parent], name="mix", parent="given")
     assert (other.name, other.meta["lineage"]["parent"]) == ("mix", "given")
-    assert zoo.average([a, parent]).meta["lineage"]["parent"] is None  # parents "m" and None differ
+    assert training.average([a, parent]).meta["lineage"]["parent"] is None  # parents "m" and None differ
     lenet = jaxprov.models.init("lenet", jax.random.PRNGKey(0))
     with pytest.raises(jaxprov.JaxprovError, match="one architecture"):
-        zoo.average([a, lenet])
+        training.average([a, lenet])
     with pytest.raises(jaxprov.JaxprovError, match="at least two"):
-        zoo.average([a])
+        training.average([a])
 
 
 def test_adversarial_extraction_queries_the_victim_once(mlp, monkeypatch):
@@ -173,35 +173,19 @@ def test_adversarial_extraction_queries_the_victim_once(mlp, monkeypatch):
     predict = derive.predict
     monkeypatch.setattr(derive, "predict", lambda m, q: calls.append(m.name) or predict(m, q))
     settings = {"eps": 0.3, "steps": 2, "step_size": 0.2}
-    student = zoo.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=12, temperature=1.0,
+    student = training.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=12, temperature=1.0,
                           batch=32, adversarial=settings)
     assert calls.count("m") == 1
     assert student.meta["lineage"]["adversarial"] == settings
     assert student.meta["accuracy"]["fit"] > 0.65  # agreement with the victim on the clean queries
-    plain = zoo.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=12, temperature=1.0,
+    plain = training.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=12, temperature=1.0,
                         batch=32)
     assert plain.meta["lineage"]["adversarial"] is None
     assert not np.array_equal(plain.params["params"]["head"]["kernel"], student.params["params"]["head"]["kernel"])
-    again = zoo.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=12, temperature=1.0,
+    again = training.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=12, temperature=1.0,
                         batch=32, adversarial=settings)
     assert all(np.array_equal(u, v) for u, v in zip(jax.tree_util.tree_leaves(student.params),
                                                      jax.tree_util.tree_leaves(again.params)))
     with pytest.raises(jaxprov.JaxprovError, match="eps"):
-        zoo.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=1, adversarial={"step": 1})
+        training.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=1, adversarial={"step": 1})
     assert derive._attack({"eps": 0.3}) == (0.3, 3, 0.25)
-
-
-def test_pgd_raises_the_loss_within_eps_and_the_input_bounds(mlp):
-    model, x, y = mlp
-    xb, yb = jnp.asarray(x[:64]), jnp.asarray(y[:64], jnp.int32)
-    lo, hi = derive._input_bounds(model, xb.ndim)
-    assert lo.shape == hi.shape == (1, 1, 1, 1)  # MNIST's one channel, shaped to broadcast over NHWC
-
-    def loss(xa):
-        return optax.softmax_cross_entropy_with_integer_labels(model(xa), yb).mean()
-
-    xa = derive._pgd(loss, xb, (0.3, 3, 0.2), lo, hi)
-    assert 0.2 < float(jnp.max(jnp.abs(xa - xb))) <= 0.3 + 1e-6
-    assert bool(jnp.all(xa >= lo - 1e-6)) and bool(jnp.all(xa <= hi + 1e-6))
-    assert bool(jnp.any(xa == lo))  # MNIST's black background sits on the lower bound
-    assert float(loss(xa)) > float(loss(xb)) + 0.5

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import jaxprov
-from jaxprov import zoo
+from jaxprov import training
 from jaxprov.errors import JaxprovError
-from jaxprov.zoo import data, derive, recipe
+from jaxprov import datasets as data
+from jaxprov.training import derive, mnist, recipe
 
 MLP = "mlp[hidden=32]"
 SPEC = jaxprov.models.create(MLP)[2]
@@ -83,8 +84,8 @@ def test_split_sizes_and_labels():
                      "digits:train": 1300, "digits:test": 497, "lfw:train": 140, "lfw:test": 60}
     lfw = np.concatenate([y for _, y in data.domain("lfw").values()])
     assert np.bincount(lfw).tolist() == [100, 100]  # 100 faces, 100 non-faces
-    # The MNIST splits are jaxprov.zoo.mnist's ("distill" there is "query" here).
-    assert data.SPLITS["mnist"]["query"] == zoo.mnist.SPLITS["distill"]
+    # The MNIST zoo trains and queries on these same splits, under the same names.
+    assert {e["data"] for e in mnist.RECIPE["models"]} == {"mnist:base", "mnist:finetune", "mnist:query"}
 
 
 def test_inputs_adapts_to_the_model_spec():
@@ -119,7 +120,7 @@ def test_build_records_lineage_roles_and_accuracy(built):
     # Accuracy is on the test split of the entry's domain, inherited by ops without data.
     for name, split in [("b0", "mnist:test"), ("b0-q", "mnist:test"), ("b0-lfw", "lfw:test"), ("i0", "digits:test")]:
         model = models[name]
-        assert model.meta["accuracy"]["test"] == derive.accuracy(model, *data.inputs(split, model.input_spec))
+        assert model.meta["accuracy"]["test"] == training.accuracy(model, *data.inputs(split, model.input_spec))
     assert models["b0"].meta["accuracy"]["test"] > 0.6  # one epoch of real training
     assert models["b0-lfw"].params["params"][derive.head_name(models["b0-lfw"])]["bias"].shape == (2,)
     kernels = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(models["b0-p50"].params)[0]
@@ -169,8 +170,22 @@ def test_changed_entry_rebuilds_it_and_its_descendants_only(built, tmp_path, mon
     assert jaxprov.load_model(tmp_path / "zoo" / "b0-x").meta["recipe"]["entry"]["role"] == "extraction"
 
 
+def test_zoo_version_decides_what_is_current(built, tmp_path, monkeypatch):
+    root, first, _ = built
+    shutil.copytree(root, tmp_path / "zoo")
+    part = {"name": "tiny", "models": [_entry(TINY, "b0"), _entry(TINY, "b0-q")]}
+    log = []
+    recipe.build(part, tmp_path / "zoo", progress=lambda name, action: log.append(action))
+    assert log == ["loaded", "loaded"]  # the digest is the entry, its parents and ZOO_VERSION: unchanged
+    monkeypatch.setattr(recipe, "ZOO_VERSION", recipe.ZOO_VERSION + 1)
+    log.clear()
+    again = recipe.build(part, tmp_path / "zoo", progress=lambda name, action: log.append(action))
+    assert log == ["built", "built"]  # a bumped version rebuilds everything ...
+    assert _same(first["b0"], again["b0"])  # ... and, the training being unchanged, bitwise the same
+    assert again["b0"].meta["recipe"]["digest"] != first["b0"].meta["recipe"]["digest"]
+
+
 def test_adversarial_distill_entry(tmp_path):
-    # Needs contract A's distill(adversarial=...) in jaxprov/zoo/derive.py.
     small = {"name": "adv", "models": [
         {"name": "t", "op": "train", "arch": MLP, "data": "lfw:train", "seed": 1, "epochs": 1},
         {"name": "s", "op": "distill", "parent": "t", "arch": MLP, "data": "lfw:test", "seed": 2, "epochs": 1,

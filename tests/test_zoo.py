@@ -1,12 +1,15 @@
 """The zoo: deterministic training, and children that keep (or copy) their parent's behaviour."""
 
+import importlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxprov
-from jaxprov import zoo
+from jaxprov import training
 
 CHILDREN = {"finetuned": "finetune", "pruned": "prune", "distilled": "distill"}
 
@@ -21,7 +24,7 @@ def _kernels(model):
 
 
 def _labels(model, x):
-    return np.asarray(jnp.argmax(zoo.predict(model, x), axis=-1))
+    return np.asarray(jnp.argmax(training.predict(model, x), axis=-1))
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +35,26 @@ def tiny_data(mnist_zoo):
 
 def test_same_key_same_params_other_key_other_params(tiny_data):
     x, y = tiny_data
-    a = zoo.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(7), epochs=2)
-    b = zoo.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(7), epochs=2)
-    c = zoo.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(8), epochs=2)
+    a = training.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(7), epochs=2)
+    b = training.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(7), epochs=2)
+    c = training.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(8), epochs=2)
     assert all(np.array_equal(u, v) for u, v in zip(_leaves(a), _leaves(b)))
     assert not any(np.array_equal(u, v) for u, v in zip(_kernels(a), _kernels(c)))
 
 
 def test_base_and_independent_models_generalise(mnist_zoo):
     x_test, y_test = mnist_zoo["data"]
-    assert zoo.accuracy(mnist_zoo["base"], x_test, y_test) > 0.9
+    assert training.accuracy(mnist_zoo["base"], x_test, y_test) > 0.9
     assert len(mnist_zoo["independent"]) >= 4
     for model in mnist_zoo["independent"]:
-        assert zoo.accuracy(model, x_test, y_test) > 0.85, model.name
+        assert training.accuracy(model, x_test, y_test) > 0.85, model.name
 
 
 def test_finetuned_moves_but_keeps_accuracy(mnist_zoo):
     base, child = mnist_zoo["base"], mnist_zoo["finetuned"]
     x_test, y_test = mnist_zoo["data"]
     assert not any(np.array_equal(u, v) for u, v in zip(_kernels(base), _kernels(child)))
-    assert zoo.accuracy(child, x_test, y_test) > 0.9
+    assert training.accuracy(child, x_test, y_test) > 0.9
 
 
 def test_pruned_has_the_requested_sparsity_and_accuracy(mnist_zoo):
@@ -65,7 +68,7 @@ def test_pruned_has_the_requested_sparsity_and_accuracy(mnist_zoo):
     kept = np.concatenate([k.ravel() for k in kernels]) != 0
     assert np.abs(before[kept]).min() >= np.abs(before[~kept]).max()
     x_test, y_test = mnist_zoo["data"]
-    assert zoo.accuracy(pruned, x_test, y_test) > zoo.accuracy(base, x_test, y_test) - 0.03
+    assert training.accuracy(pruned, x_test, y_test) > training.accuracy(base, x_test, y_test) - 0.03
 
 
 def test_distilled_student_agrees_with_its_teacher(mnist_zoo):
@@ -88,25 +91,25 @@ def test_lineage_is_recorded(mnist_zoo):
 
 def test_last_layer_only_freezes_the_body(tiny_data):
     x, y = tiny_data
-    parent = zoo.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(0), epochs=1, name="p")
-    child = zoo.finetune(parent, x, y % 2, jax.random.PRNGKey(1), epochs=1, last_layer_only=True)
-    assert zoo.head_name(parent) == "head"
+    parent = training.train("mlp[hidden=32]", x, y, jax.random.PRNGKey(0), epochs=1, name="p")
+    child = training.finetune(parent, x, y % 2, jax.random.PRNGKey(1), epochs=1, last_layer_only=True)
+    assert training.head_name(parent) == "head"
     assert np.array_equal(child.params["params"]["layers_0"]["kernel"], parent.params["params"]["layers_0"]["kernel"])
     assert not np.array_equal(child.params["params"]["head"]["kernel"], parent.params["params"]["head"]["kernel"])
-    transfer = zoo.finetune(parent, x, y % 2, jax.random.PRNGKey(1), epochs=1, num_classes=2)
+    transfer = training.finetune(parent, x, y % 2, jax.random.PRNGKey(1), epochs=1, num_classes=2)
     assert transfer.params["params"]["head"]["kernel"].shape == (32, 2)
     assert transfer.meta["lineage"]["derivation"] == "transfer"
-    assert zoo.predict(transfer, x[:3]).shape == (3, 2)
+    assert training.predict(transfer, x[:3]).shape == (3, 2)
 
 
 def test_hard_label_distillation_and_int8_quantisation(mnist_zoo):
     base = mnist_zoo["base"]
-    x_query, _ = mnist_zoo["splits"]["distill"]
+    x_query, _ = mnist_zoo["splits"]["query"]
     x_test, _ = mnist_zoo["data"]
-    student = zoo.distill(base, "mlp[hidden=64]", x_query, jax.random.PRNGKey(3), epochs=8, hard_labels=True)
+    student = training.distill(base, "mlp[hidden=64]", x_query, jax.random.PRNGKey(3), epochs=8, hard_labels=True)
     assert student.meta["lineage"]["hard_labels"] is True
     assert np.mean(_labels(student, x_test) == _labels(base, x_test)) > 0.8
-    quantized = zoo.quantize_int8(base)
+    quantized = training.quantize_int8(base)
     for q, k in zip(_kernels(quantized), _kernels(base)):
         assert len(np.unique(q)) <= 255
         np.testing.assert_allclose(q, k, atol=float(np.abs(k).max()) / 254 * 1.0001)
@@ -117,4 +120,18 @@ def test_prune_fraction_outside_the_unit_interval_is_refused(tiny_data):
     x, y = tiny_data
     model = jaxprov.models.init("mlp[hidden=8]", jax.random.PRNGKey(0))
     with pytest.raises(jaxprov.JaxprovError, match="fraction"):
-        zoo.prune(model, 1.5, x, y, jax.random.PRNGKey(0), finetune_epochs=0)
+        training.prune(model, 1.5, x, y, jax.random.PRNGKey(0), finetune_epochs=0)
+
+
+def test_the_old_zoo_package_is_a_deprecated_alias_of_training(monkeypatch):
+    for name in [n for n in sys.modules if n == "jaxprov.zoo" or n.startswith("jaxprov.zoo.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.warns(DeprecationWarning, match="jaxprov.training"):
+        old = importlib.import_module("jaxprov.zoo")
+    assert old.train is training.train and old.build_recipe is training.build_recipe
+    # The old module paths import, as the new modules themselves.
+    assert importlib.import_module("jaxprov.zoo.recipe") is training.recipe
+    assert importlib.import_module("jaxprov.zoo.derive") is training.derive
+    assert importlib.import_module("jaxprov.zoo.data") is jaxprov.datasets
+    from jaxprov.zoo.mnist import build_or_load
+    assert build_or_load is training.mnist.build_or_load

@@ -39,6 +39,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxprov.attacks import linf_pgd
 from jaxprov.errors import JaxprovError
 from jaxprov.methods.base import Apply, Method, continuous_inputs, reference_meta, unit_rows
 
@@ -122,20 +123,12 @@ def _objective(method: DDV, apply: Apply, params, x_adv: jax.Array, targets: jax
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _twins(method: DDV, apply: Apply, params, x: jax.Array, key: jax.Array) -> jax.Array:
-    """L-inf PGD ascent of `_objective` from `x`, all seeds at once, as one fori_loop."""
+    """L-inf PGD ascent (`jaxprov.attacks.linf_pgd`) of `_objective` from `x`, all seeds at once."""
     lo, hi = jnp.min(x), jnp.max(x)
     clean = apply(params, x).reshape(x.shape[0], -1)
     targets = method.target_scale * (jnp.mean(clean, axis=0, keepdims=True) - clean)
-    grad = jax.grad(functools.partial(_objective, method, apply, params), argnums=0)
-
-    def project(x_adv):
-        return jnp.clip(jnp.clip(x_adv, x - method.eps, x + method.eps), lo, hi)
-
     start = x
     if method.random_start:
         start = x + jax.random.uniform(key, x.shape, x.dtype, -method.eps, method.eps)
-
-    def step(_, x_adv):
-        return project(x_adv + method.step * jnp.sign(grad(x_adv, targets)))
-
-    return jax.lax.fori_loop(0, method.iters, step, project(start))
+    return linf_pgd(lambda x_adv: _objective(method, apply, params, x_adv, targets), x, method.eps, method.iters,
+                    method.step, lo, hi, start=start)

@@ -1,20 +1,21 @@
 """Model zoos with known lineage: train models and derive children (fine-tune, prune, distill, quantise,
-cast to fp16, average).
+cast to fp16, average), one by one or as a declarative zoo recipe.
 
 Provenance methods are judged on pairs whose relation is known by construction; every model made
 here carries `meta["lineage"] = {"parent": ..., "derivation": ..., ...settings}`.
+
+  loop     the training loop every derivation runs (Adam, BatchNorm statistics, adversarial batches)
+  derive   the derivations: train, finetune, prune, distill, quantize_int8, cast_fp16, average
+  recipe   the zoo builder: a recipe (a JSON-able list of entries) built deterministically and resumably
+  mnist    the small MNIST zoo of the tests and `jaxprov demo`, a recipe of that builder
+The data splits these train on are `jaxprov.datasets`'s.
 """
 
-from jaxprov.zoo import derive  # noqa: F401  (the module, for its source digest)
-from jaxprov.zoo.derive import (
-    accuracy, average, cast_fp16, distill, finetune, head_name, predict, prune, quantize_int8, train)
+from jaxprov.training import derive, loop, recipe  # noqa: F401
+from jaxprov.training.derive import (
+    average, cast_fp16, distill, finetune, head_name, prune, quantize_int8, train)
+from jaxprov.training.loop import accuracy, predict
+from jaxprov.training.recipe import ZOO_VERSION, build as build_recipe
 
-__all__ = ["accuracy", "average", "cast_fp16", "distill", "finetune", "head_name", "predict", "prune",
-           "quantize_int8", "train"]
-
-# Named data domains and declarative, resumable zoo recipes.
-from jaxprov.zoo import data, recipe  # noqa: E402
-from jaxprov.zoo.data import domain, inputs  # noqa: E402
-from jaxprov.zoo.recipe import build as build_recipe  # noqa: E402
-
-__all__ += ["build_recipe", "data", "domain", "inputs", "recipe"]
+__all__ = ["ZOO_VERSION", "accuracy", "average", "build_recipe", "cast_fp16", "derive", "distill", "finetune",
+           "head_name", "loop", "predict", "prune", "quantize_int8", "recipe", "train"]

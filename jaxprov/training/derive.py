@@ -7,34 +7,31 @@ backend) and returns a new `Model` whose `meta["lineage"]` says how it was made:
 are already in the model's input space (`model.input_spec.normalize(raw)`); labels `y` are integer
 class ids.
 
-Training updates `params["params"]` with Adam and carries every other collection: BatchNorm runs in
-train mode (batch statistics; running statistics updated as torch does, see
-jaxprov.models.layers.BatchNorm) while fitting, and in eval mode everywhere else.
+Every derivation that trains runs the one loop of `jaxprov.training.loop` (Adam over
+`params["params"]`, BatchNorm in train mode while fitting, in eval mode everywhere else).
 
 Distillation follows Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015):
 the student minimises T^2 * CE(softmax(z_teacher / T), softmax(z_student / T)). With T = 1 it is
 model extraction from an API returning probabilities; with `hard_labels` it fits argmax z_teacher
 instead, i.e. extraction from a label-only API (Tramer et al. 2016). Adversarial extraction also
 trains the student adversarially, on L-inf PGD perturbations of the queries (Madry et al., "Towards
-Deep Learning Models Resistant to Adversarial Attacks", 2018), with the victim's clean-query targets.
+Deep Learning Models Resistant to Adversarial Attacks", 2018; `jaxprov.attacks`), with the victim's
+clean-query targets.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxprov import models
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.probes import key_repr
-
-EVAL_BATCH = 1000
+from jaxprov.training.loop import accuracy, fit, key_path, predict, tree_mask
 
 
 def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
@@ -53,16 +50,16 @@ def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: flo
       name: the new model's name (default: the arch key).
 
     Returns:
-      The trained Model; meta records the recipe and training accuracy.
+      The trained Model; meta records the training settings and accuracy.
     """
     init_key, key = jax.random.split(key)
     if isinstance(arch_or_model, str):
         model, parent = models.init(arch_or_model, init_key), None
     else:
         model, parent = arch_or_model, arch_or_model.name
-    params = _fit(model, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels")
-    recipe = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)), "key": key_repr(key)}
-    return _derived(model, params, name or model.arch, parent, "train", recipe, x, y)
+    params = fit(model, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels")
+    settings = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)), "key": key_repr(key)}
+    return _derived(model, params, name or model.arch, parent, "train", settings, x, y)
 
 
 def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
@@ -91,12 +88,12 @@ def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
         fresh = models.init(model.arch, head_key, num_classes=num_classes)
         params = {**model.params, "params": {**model.params["params"], head: fresh.params["params"][head]}}
         start, derivation = fresh.replace(params=params), "transfer"
-    mask = _mask(start.params, lambda path, leaf: (not last_layer_only) or path[1] == head)
-    params = _fit(start, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask,
+    mask = tree_mask(start.params, lambda path, leaf: (not last_layer_only) or path[1] == head)
+    params = fit(start, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask,
                   train_stats=not last_layer_only)
-    recipe = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)),
+    settings = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)),
               "last_layer_only": last_layer_only, "num_classes": num_classes, "key": key_repr(key)}
-    return _derived(start, params, name or f"{model.name}-finetuned", model.name, derivation, recipe, x, y)
+    return _derived(start, params, name or f"{model.name}-finetuned", model.name, derivation, settings, x, y)
 
 
 def prune(model: Model, fraction: float, x, y, key: jax.Array, finetune_epochs: int, lr: float = 1e-3,
@@ -127,14 +124,14 @@ def prune(model: Model, fraction: float, x, y, key: jax.Array, finetune_epochs: 
     flat_keep = np.concatenate(keeps)
     offsets = np.cumsum([0] + [k.size for k in kernels])
     keep_by_path = {p: flat_keep[a:b].reshape(k.shape) for p, k, a, b in zip(paths, kernels, offsets, offsets[1:])}
-    mask = _mask(model.params, lambda path, leaf: keep_by_path.get(path, True))
+    mask = tree_mask(model.params, lambda path, leaf: keep_by_path.get(path, True))
     pruned = model.replace(params=jax.tree_util.tree_map(jnp.multiply, model.params, mask))
     # Adam turns a zero gradient into an exactly zero update, so masked weights stay exactly 0.
-    params = _fit(pruned, x, jnp.asarray(y, jnp.int32), key, finetune_epochs, lr, batch, "labels", mask)
-    recipe = {"fraction": fraction, "scope": scope, "finetune_epochs": finetune_epochs, "lr": lr,
+    params = fit(pruned, x, jnp.asarray(y, jnp.int32), key, finetune_epochs, lr, batch, "labels", mask)
+    settings = {"fraction": fraction, "scope": scope, "finetune_epochs": finetune_epochs, "lr": lr,
               "batch": batch, "n_train": int(len(y)), "key": key_repr(key)}
     default = f"{model.name}-pruned{round(100 * fraction)}"
-    return _derived(model, params, name or default, model.name, "prune", recipe, x, y)
+    return _derived(model, params, name or default, model.name, "prune", settings, x, y)
 
 
 def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, temperature: float = 4.0,
@@ -170,15 +167,15 @@ def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, t
     logits = predict(teacher, x)
     labels = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if hard_labels:
-        params = _fit(student, x, labels, key, epochs, lr, batch, "labels", attack=attack)
+        params = fit(student, x, labels, key, epochs, lr, batch, "labels", attack=attack)
     else:
         targets = jax.nn.softmax(logits / temperature, axis=-1)
-        params = _fit(student, x, targets, key, epochs, lr, batch, "soft", temperature=temperature, attack=attack)
-    recipe = {"student_arch": student.arch, "temperature": None if hard_labels else temperature,
+        params = fit(student, x, targets, key, epochs, lr, batch, "soft", temperature=temperature, attack=attack)
+    settings = {"student_arch": student.arch, "temperature": None if hard_labels else temperature,
               "hard_labels": hard_labels, "epochs": epochs, "lr": lr, "batch": batch,
               "n_queries": int(x.shape[0]), "key": key_repr(key),
               "adversarial": None if attack is None else dict(zip(("eps", "steps", "step_size"), attack))}
-    return _derived(student, params, name or f"{teacher.name}-distilled", teacher.name, "distill", recipe,
+    return _derived(student, params, name or f"{teacher.name}-distilled", teacher.name, "distill", settings,
                     x, np.asarray(labels))
 
 
@@ -192,9 +189,9 @@ def quantize_int8(model: Model, name: str | None = None) -> Model:
         scale = jnp.maximum(jnp.max(jnp.abs(leaf)), jnp.finfo(leaf.dtype).tiny) / 127.0
         return jnp.clip(jnp.round(leaf / scale), -127, 127) * scale
 
-    params = jax.tree_util.tree_map_with_path(lambda p, leaf: round_trip(_path(p), jnp.asarray(leaf)), model.params)
-    recipe = {"bits": 8, "granularity": "per-tensor", "symmetric": True, "applies_to": "kernels"}
-    return _derived(model, params, name or f"{model.name}-int8", model.name, "quantize_int8", recipe)
+    params = jax.tree_util.tree_map_with_path(lambda p, leaf: round_trip(key_path(p), jnp.asarray(leaf)), model.params)
+    settings = {"bits": 8, "granularity": "per-tensor", "symmetric": True, "applies_to": "kernels"}
+    return _derived(model, params, name or f"{model.name}-int8", model.name, "quantize_int8", settings)
 
 
 def cast_fp16(model: Model, name: str | None = None) -> Model:
@@ -207,12 +204,12 @@ def cast_fp16(model: Model, name: str | None = None) -> Model:
             return leaf
         cast = leaf.astype(jnp.float16).astype(leaf.dtype)
         if not bool(jnp.all(jnp.isfinite(cast) | ~jnp.isfinite(leaf))):
-            raise JaxprovError(f"{model.name}: {'/'.join(_path(path))} overflows float16 (|w| > 65504)")
+            raise JaxprovError(f"{model.name}: {'/'.join(key_path(path))} overflows float16 (|w| > 65504)")
         return cast
 
     params = jax.tree_util.tree_map_with_path(round_trip, model.params)
-    recipe = {"dtype": "float16", "applies_to": "all floating leaves"}
-    return _derived(model, params, name or f"{model.name}-fp16", model.name, "cast_fp16", recipe)
+    settings = {"dtype": "float16", "applies_to": "all floating leaves"}
+    return _derived(model, params, name or f"{model.name}-fp16", model.name, "cast_fp16", settings)
 
 
 def average(models: Sequence[Model], name: str | None = None, parent: str | None = None) -> Model:
@@ -245,19 +242,8 @@ def average(models: Sequence[Model], name: str | None = None, parent: str | None
         return jnp.mean(jnp.stack(leaves), axis=0).astype(leaves[0].dtype)
 
     params = jax.tree_util.tree_map(mean, *[m.params for m in models])
-    recipe = {"parents": names, "weights": "uniform"}
-    return _derived(models[0], params, name or f"{'+'.join(names)}-averaged", parent, "average", recipe)
-
-
-def predict(model: Model, x) -> jax.Array:
-    """The model's outputs on `x`, evaluated in fixed-size batches."""
-    apply = _jitted_apply(model.apply)
-    return jnp.concatenate([apply(model.params, x[i:i + EVAL_BATCH]) for i in range(0, x.shape[0], EVAL_BATCH)])
-
-
-def accuracy(model: Model, x, y) -> float:
-    """Share of `x` whose argmax output equals the label `y`."""
-    return float(np.mean(np.asarray(jnp.argmax(predict(model, x), axis=-1)) == np.asarray(y)))
+    settings = {"parents": names, "weights": "uniform"}
+    return _derived(models[0], params, name or f"{'+'.join(names)}-averaged", parent, "average", settings)
 
 
 def head_name(model: Model) -> str:
@@ -276,84 +262,6 @@ def head_name(model: Model) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch: int, loss: str,
-         mask=None, temperature: float = 1.0, train_stats: bool = True, attack: tuple | None = None):
-    """Adam on `loss` for `epochs` shuffled passes over params["params"]; returns the whole tree.
-
-    Gradients are multiplied by `mask` (a tree like the model's params; 1 = trainable). The other
-    collections (batch_stats) are carried: updated by BatchNorm in train mode if `train_stats`, else
-    BatchNorm runs in eval mode and they stay as they are. `attack` = (eps, steps, step_size) trains
-    on PGD-perturbed batches (see `distill`).
-    """
-    x = jnp.asarray(x, jnp.float32)
-    n = x.shape[0]
-    if n != targets.shape[0]:
-        raise JaxprovError(f"got {n} inputs but {targets.shape[0]} targets")
-    batch = min(batch, n)
-    steps = n // batch
-    params = jax.tree_util.tree_map(jnp.asarray, model.params)
-    weights = params["params"]
-    state = {k: v for k, v in params.items() if k != "params"}
-    mask = _mask(weights, lambda path, leaf: True) if mask is None else mask["params"]
-    lo, hi = _input_bounds(model, x.ndim)
-    mutable = tuple(sorted(state)) if train_stats else ()
-    step, optimizer = _step_fn(model.module, float(lr), loss, float(temperature), mutable, attack)
-    opt_state = optimizer.init(weights)
-    for epoch in range(epochs):
-        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
-        xs, ts = x[order], targets[order]
-        for i in range(steps):
-            weights, state, opt_state = step(weights, state, opt_state, mask, xs[i], ts[i], lo, hi)
-    return {**params, "params": weights, **state}
-
-
-@functools.lru_cache(maxsize=64)
-def _step_fn(module, lr: float, loss: str, temperature: float, mutable: tuple[str, ...], attack: tuple | None):
-    """One jitted Adam step per (arch, recipe), so models of one arch share the compile.
-
-    A Python loop over this step runs ~3x faster on CPU than a lax.scan over the epoch (measured
-    on LeNet), whose loop body XLA:CPU compiles less well.
-    """
-    optimizer = optax.adam(lr)
-
-    def loss_fn(weights, state, xb, tb):
-        # Collections in `mutable` (batch_stats) switch BatchNorm to train mode; see layers.BatchNorm.
-        (logits, _), updates = module.apply({"params": weights, **state}, xb, mutable=list(mutable))
-        if loss == "labels":
-            value = optax.softmax_cross_entropy_with_integer_labels(logits, tb).mean()
-        else:
-            # Hinton et al.: the T^2 factor keeps soft-target gradients on the scale of hard-label ones.
-            value = temperature ** 2 * optax.softmax_cross_entropy(logits / temperature, tb).mean()
-        return value, {**state, **updates}
-
-    @jax.jit
-    def step(weights, state, opt_state, mask, xb, tb, lo, hi):
-        if attack is not None:
-            xb = _pgd(lambda xa: loss_fn(weights, state, xa, tb)[0], xb, attack, lo, hi)
-        grads, state = jax.grad(loss_fn, has_aux=True)(weights, state, xb, tb)
-        grads = jax.tree_util.tree_map(jnp.multiply, grads, mask)
-        # optax 0.2.8's Adam bias correction mixes its int32 step count with floats: it needs
-        # standard promotion even where callers (the tests) make jaxprov's own code strict.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, opt_state, weights)
-        return optax.apply_updates(weights, updates), state, opt_state
-
-    return step, optimizer
-
-
-def _pgd(loss_of_x: Callable, x, attack: tuple[float, int, float], lo, hi) -> jax.Array:
-    """L-inf PGD (Madry et al. 2018) from `x` up `loss_of_x`: `steps` signed-gradient steps of
-    `step_size`, each projected onto the eps-ball around `x` and the valid input range [lo, hi]."""
-    eps, steps, step_size = attack
-    grad_x = jax.grad(loss_of_x)
-
-    def pgd_step(_, xa):
-        xa = jnp.clip(xa + step_size * jnp.sign(grad_x(xa)), x - eps, x + eps)
-        return jnp.clip(xa, lo, hi)
-
-    return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, pgd_step, x))
-
-
 def _attack(adversarial: dict | None) -> tuple[float, int, float] | None:
     """distill's `adversarial` dict -> (eps, steps, step_size), with defaults and checks."""
     if adversarial is None:
@@ -368,42 +276,18 @@ def _attack(adversarial: dict | None) -> tuple[float, int, float] | None:
     return eps, steps, step_size
 
 
-def _input_bounds(model: Model, ndim: int) -> tuple[jax.Array, jax.Array]:
-    """The valid input range (per channel, shaped to broadcast over a batch), or +-inf."""
-    bounds = model.input_spec.bounds()
-    if bounds is None:
-        return jnp.float32(-jnp.inf), jnp.float32(jnp.inf)
-    shape = (1,) * (ndim - 1) + (-1,)
-    return tuple(jnp.asarray(b, jnp.float32).reshape(shape) if np.ndim(b) else jnp.float32(b) for b in bounds)
-
-
-@functools.lru_cache(maxsize=64)
-def _jitted_apply(apply: Callable) -> Callable:
-    return jax.jit(apply)
-
-
-def _derived(model: Model, params, name: str, parent: str | None, derivation: str, recipe: dict[str, Any],
+def _derived(model: Model, params, name: str, parent: str | None, derivation: str, settings: dict[str, Any],
              x=None, y=None) -> Model:
     """`model` with new params, name and lineage; with (x, y) the accuracy on them is recorded too."""
     child = model.replace(params=params, name=name,
-                          meta={"lineage": {"parent": parent, "derivation": derivation, **recipe}})
+                          meta={"lineage": {"parent": parent, "derivation": derivation, **settings}})
     if x is not None:
         child = child.replace(meta={**child.meta, "accuracy": {"fit": accuracy(child, x, y)}})
     return child
 
 
-def _path(key_path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", k)) for k in key_path)
-
-
 def _leaves(params) -> list[tuple[tuple[str, ...], Any]]:
-    return [(_path(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
-
-
-def _mask(params, keep: Callable[[tuple[str, ...], Any], Any]):
-    """A float tree like `params`: keep(path, leaf) as 0/1, broadcast to the leaf's shape."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, leaf: jnp.broadcast_to(jnp.asarray(keep(_path(p), leaf), jnp.float32), jnp.shape(leaf)), params)
+    return [(key_path(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 def _keep_largest(values: np.ndarray, fraction: float) -> np.ndarray:

