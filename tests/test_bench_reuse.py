@@ -6,6 +6,8 @@ import pytest
 
 from jaxprov import cli
 from jaxprov.bench import reuse
+from jaxprov.bench.presets import PRESETS, REUSE_TYPES
+from jaxprov.bench.protocol import make_recipe
 
 STRONG_REUSE = ("finetune-last", "finetune-all", "prune-20", "prune-50", "prune-80")
 
@@ -31,7 +33,7 @@ def test_ci_preset_has_enough_pairs_and_disjoint_splits(ci_run):
                 | {p["suspect"] for p in doc["pairs"] if p["group"] == g} for g in ("val", "test")}
     assert not by_group["val"] & by_group["test"]
     # Lineage: every positive's reference is a base or an independent model of its own group.
-    recipe = {e["name"]: e for e in reuse.make_recipe(reuse.PRESETS["ci"])["models"]}
+    recipe = {e["name"]: e for e in make_recipe(PRESETS["ci"])["models"]}
     for p in doc["pairs"]:
         assert recipe[p["reference"]]["group"] == recipe[p["suspect"]]["group"] == p["group"]
         if p["label"]:
@@ -74,7 +76,7 @@ def test_report_files_exist_and_parse(ci_run):
     md = (out / "reuse.md").read_text()
     assert "| reuse type | n pos | default |" in md and "extract-adversarial" in md
     rocs = sorted((out / "roc").glob("*.png"))
-    assert len(rocs) >= len(reuse.REUSE_TYPES) - 1
+    assert len(rocs) >= len(REUSE_TYPES) - 1
     for png in [*rocs, out / "heatmap_test.png"]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "verdict.json").read_text())

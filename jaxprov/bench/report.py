@@ -12,7 +12,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jaxprov.cache import atomic_write
+from jaxprov.atomic import atomic_write
+from jaxprov.bench.evaluation import pair_scores
+from jaxprov.report import heatmap_png
 
 HEATMAP_METHOD = "gradient_field"
 
@@ -95,9 +97,6 @@ def _roc(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write(out: Path, doc: Mapping, pairs: Sequence, matrices: Mapping[str, Mapping]) -> dict[str, Path]:
-    from jaxprov.bench.reuse import pair_scores
-    from jaxprov.report import heatmap_png
-
     out = Path(out)
     files = {"json": out / "reuse.json", "markdown": out / "reuse.md"}
     atomic_write(files["json"], (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())

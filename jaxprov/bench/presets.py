@@ -1,0 +1,146 @@
+"""The reuse benchmark's presets: which models each group holds, how they are trained, and how each
+method is configured (see `jaxprov.bench.reuse` for the protocol)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+GROUPS = ("val", "test")
+REFERENCE_ROLES = ("base", "independent")
+
+# reuse type -> how it is made from its parent (recipe fields besides name/parent/seed).
+# "{other}" is the preset's other architecture for the parent's arch.
+REUSE_TYPES: dict[str, dict[str, Any]] = {
+    "finetune-last": {"op": "finetune", "data": "mnist:finetune", "last_layer_only": True, "stage": "finetune"},
+    "finetune-all": {"op": "finetune", "data": "mnist:finetune", "stage": "finetune"},
+    "transfer-domain": {"op": "finetune", "data": "digits:train", "stage": "finetune"},
+    "transfer-task": {"op": "finetune", "data": "lfw:train", "num_classes": 2, "stage": "transfer"},
+    "prune-20": {"op": "prune", "fraction": 0.2, "data": "mnist:finetune", "stage": "prune"},
+    "prune-50": {"op": "prune", "fraction": 0.5, "data": "mnist:finetune", "stage": "prune"},
+    "prune-80": {"op": "prune", "fraction": 0.8, "data": "mnist:finetune", "stage": "prune"},
+    "quantize-int8": {"op": "quantize_int8"},
+    "cast-fp16": {"op": "cast_fp16"},
+    "distill-same-arch": {"op": "distill", "arch": "{same}", "data": "mnist:query", "temperature": 4.0,
+                          "stage": "extract"},
+    "extract-labels-same-arch": {"op": "distill", "arch": "{same}", "data": "mnist:query", "hard_labels": True,
+                                 "stage": "extract"},
+    "extract-probs-same-arch": {"op": "distill", "arch": "{same}", "data": "mnist:query", "temperature": 1.0,
+                                "stage": "extract"},
+    "extract-labels-other-arch": {"op": "distill", "arch": "{other}", "data": "mnist:query", "hard_labels": True,
+                                  "stage": "extract"},
+    "extract-probs-other-arch": {"op": "distill", "arch": "{other}", "data": "mnist:query", "temperature": 1.0,
+                                 "stage": "extract"},
+    "extract-adversarial": {"op": "distill", "arch": "{same}", "data": "mnist:query", "hard_labels": True,
+                            "adversarial": "{adversarial}", "stage": "extract"},
+    "average-siblings": {"op": "average"},
+}
+SIBLING = "finetune-all-sibling"  # the second fine-tuned copy that "average-siblings" averages with
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Everything that determines a benchmark run besides the code.
+
+    bases: group -> (arch, seed) of each base model.
+    independents: group -> (arch, seed, data split, children reuse types) of each independent model.
+    nulls: group -> (arch, seed) of each null model (trained like a base).
+    stages: stage -> {"epochs", "lr"} for train / finetune / transfer / prune / extract.
+    """
+
+    name: str
+    bases: Mapping[str, Sequence[tuple[str, int]]]
+    independents: Mapping[str, Sequence[tuple[str, int, str, Sequence[str]]]]
+    nulls: Mapping[str, Sequence[tuple[str, int]]]
+    other_arch: Mapping[str, str]
+    stages: Mapping[str, Mapping[str, float]]
+    adversarial: Mapping[str, float]
+    method_config: Mapping[str, Mapping[str, Any]]
+    methods: Sequence[str] = ("ddv", "gradient_field", "sac", "ipguard", "cka", "weights", "mistakes")
+    # Probes come from MNIST's held-out split: no zoo model trained on it and no attacker queried it.
+    seeds: str = "mnist:test"
+    n_boot: int = 1000
+    device_note: str = "CPU"
+
+
+_SMALL_STAGES = {
+    "train": {"epochs": 6, "lr": 2e-3},
+    "finetune": {"epochs": 3, "lr": 3e-4},
+    "transfer": {"epochs": 6, "lr": 1e-3},
+    "prune": {"epochs": 3, "lr": 1e-3},
+    "extract": {"epochs": 10, "lr": 2e-3},
+}
+_SMALL_METHODS = {
+    "ddv": {"n_seeds": 200, "eps": 0.974, "step": 0.162},
+    "gradient_field": {"n_anchors": 64, "steps": 50},
+    "sac": {"n_seeds": 100},
+    "ipguard": {"n_seeds": 100},
+    "cka": {"n_seeds": 200},
+    "mistakes": {"n_seeds": 1000},
+}
+_SMALL_OTHER = {"mlp": "lenet", "lenet": "mlp"}
+_ADV_SMALL = {"eps": 0.5, "steps": 3, "step_size": 0.25}  # normalised units (MNIST std 0.3081): 0.15 of a pixel
+
+_CIFAR = ("cifar_resnet20", "cifar_vgg16_bn", "cifar_mobilenet")
+
+
+def _full_independents(s: int) -> list:
+    return ([(a, s + 11 + i, "mnist:base", ("finetune-all", "extract-probs-other-arch")) for i, a in enumerate(_CIFAR)]
+            + [(a, s + 14 + i, "mnist:base", ()) for i, a in enumerate(_CIFAR)]
+            + [("cifar_resnet20", s + 17, "digits:train", ("finetune-all",))])
+
+
+PRESETS: dict[str, Preset] = {
+    # Runs in the test suite on a 2-core CPU: MLP and LeNet, one base of each per group.
+    "ci": Preset(
+        name="ci",
+        bases={"val": [("mlp", 101), ("lenet", 102)], "test": [("mlp", 201), ("lenet", 202)]},
+        independents={"val": [("mlp", 111, "mnist:base", ("finetune-all",)),
+                              ("lenet", 112, "mnist:base", ()),
+                              ("mlp", 113, "digits:train", ())],
+                      "test": [("mlp", 211, "mnist:base", ("finetune-all",)),
+                               ("lenet", 212, "mnist:base", ()),
+                               ("mlp", 213, "digits:train", ())]},
+        nulls={"val": [("mlp", 121), ("mlp", 122), ("lenet", 123), ("lenet", 124)],
+               "test": [("mlp", 221), ("mlp", 222), ("lenet", 223), ("lenet", 224)]},
+        other_arch=_SMALL_OTHER, stages=_SMALL_STAGES, adversarial=_ADV_SMALL, method_config=_SMALL_METHODS,
+        n_boot=300),
+    # The same protocol at a size a CPU runs in tens of minutes: three bases per group.
+    "cpu": Preset(
+        name="cpu",
+        bases={"val": [("mlp", 101), ("lenet", 102), ("mlp", 103)],
+               "test": [("mlp", 201), ("lenet", 202), ("lenet", 203)]},
+        independents={g: [("mlp", s + 11, "mnist:base", ("finetune-all", "extract-probs-same-arch")),
+                          ("lenet", s + 12, "mnist:base", ("finetune-all", "extract-probs-other-arch")),
+                          ("mlp", s + 13, "mnist:base", ()),
+                          ("lenet", s + 14, "mnist:base", ()),
+                          ("mlp", s + 15, "digits:train", ("finetune-all",)),
+                          ("lenet", s + 16, "digits:train", ())]
+                      for g, s in (("val", 100), ("test", 200))},
+        nulls={g: [("mlp", s + 21), ("mlp", s + 22), ("mlp", s + 23),
+                   ("lenet", s + 24), ("lenet", s + 25), ("lenet", s + 26),
+                   ("mlp", s + 27), ("mlp", s + 28), ("lenet", s + 29), ("lenet", s + 30)]
+               for g, s in (("val", 100), ("test", 200))},
+        other_arch=_SMALL_OTHER, stages={**_SMALL_STAGES, "train": {"epochs": 8, "lr": 2e-3}},
+        adversarial=_ADV_SMALL, method_config={**_SMALL_METHODS, "gradient_field": {"n_anchors": 128, "steps": 50},
+                                               "ddv": {**_SMALL_METHODS["ddv"], "n_seeds": 300}},
+        n_boot=1000),
+    # The issue's GPU preset: CIFAR-size ResNet-20, VGG-16-BN and MobileNet on MNIST at 32x32x3.
+    "full": Preset(
+        name="full",
+        bases={"val": [("cifar_resnet20", 101), ("cifar_vgg16_bn", 102), ("cifar_mobilenet", 103)],
+               "test": [("cifar_resnet20", 201), ("cifar_vgg16_bn", 202), ("cifar_mobilenet", 203)]},
+        independents={g: _full_independents(s) for g, s in (("val", 100), ("test", 200))},
+        nulls={g: [(a, s + 20 + i) for i, a in enumerate(_CIFAR * 2)] for g, s in (("val", 100), ("test", 200))},
+        other_arch={"cifar_resnet20": "cifar_mobilenet", "cifar_vgg16_bn": "cifar_resnet20",
+                    "cifar_mobilenet": "cifar_vgg16_bn"},
+        stages={"train": {"epochs": 15, "lr": 1e-3}, "finetune": {"epochs": 5, "lr": 1e-4},
+                "transfer": {"epochs": 10, "lr": 5e-4}, "prune": {"epochs": 5, "lr": 5e-4},
+                "extract": {"epochs": 20, "lr": 1e-3}},
+        adversarial={"eps": 0.03, "steps": 5, "step_size": 0.01},
+        method_config={"ddv": {"n_seeds": 300, "eps": 1.2, "step": 0.2},
+                       "gradient_field": {"n_anchors": 256, "steps": 50},
+                       "sac": {"n_seeds": 100}, "ipguard": {"n_seeds": 100}, "cka": {"n_seeds": 300},
+                       "mistakes": {"n_seeds": 1000, "min_probes": 5}},
+        device_note="GPU"),
+}
