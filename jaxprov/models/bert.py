@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxprov.errors import ArchitectureError
 from jaxprov.model import InputSpec
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 
 ACTIVATIONS = {

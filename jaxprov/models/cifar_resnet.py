@@ -18,7 +18,7 @@ import dataclasses
 import flax.linen as nn
 
 from jaxprov.model import InputSpec
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

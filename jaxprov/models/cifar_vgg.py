@@ -18,7 +18,7 @@ import dataclasses
 
 import flax.linen as nn
 
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 from jaxprov.models.cifar_resnet import cifar_input_spec
 

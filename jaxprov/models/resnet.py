@@ -13,7 +13,7 @@ import dataclasses
 import flax.linen as nn
 
 from jaxprov.model import InputSpec
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

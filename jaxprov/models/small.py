@@ -12,7 +12,7 @@ import dataclasses
 import flax.linen as nn
 
 from jaxprov.model import InputSpec
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)

@@ -12,7 +12,7 @@ import dataclasses
 
 import flax.linen as nn
 
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 from jaxprov.models.resnet import imagenet_input_spec
 

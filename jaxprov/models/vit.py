@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprov.model import InputSpec
-from jaxprov.models import Family, register
+from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 from jaxprov.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 
