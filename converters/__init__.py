@@ -9,33 +9,17 @@ unwrapping checkpoint dicts, planning, converting, and the error messages.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from jaxprov import models
 from jaxprov.errors import ArchitectureError
 from jaxprov.model import Model
-from converters.rules import DEFAULT_IGNORE, Rule, convert, misfit_error, plan
+from converters.registry import SOURCES as _SOURCES, SourceFamily, register_source  # noqa: F401
+from converters.rules import convert, misfit_error, plan
 
 CONVERTER_VERSION = "1"
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceFamily:
-    name: str
-    model_families: tuple[str, ...]  # jaxprov.models Family names whose arch keys it converts
-    detect: Callable[[Mapping[str, tuple[int, ...]]], str | None]
-    rules: Callable[[str], list[Rule]]
-    ignore: tuple[str, ...] = DEFAULT_IGNORE
-
-
-_SOURCES: list[SourceFamily] = []
-
-
-def register_source(source: SourceFamily) -> SourceFamily:
-    _SOURCES.append(source)
-    return source
 
 
 def _source_for(arch: str) -> SourceFamily:

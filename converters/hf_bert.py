@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from converters import SourceFamily, register_source
+from converters.registry import SourceFamily, register_source
 from converters.rules import DEFAULT_IGNORE, Rule, torch_layer_rules
 from jaxprov import models
 from jaxprov.errors import ArchitectureError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from converters import SourceFamily, register_source
+from converters.registry import SourceFamily, register_source
 from converters.rules import torch_layer_rules
 from jaxprov import models
 

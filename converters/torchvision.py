@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from converters import SourceFamily, register_source
+from converters.registry import SourceFamily, register_source
 from converters.rules import torch_layer_rules
 from jaxprov import models
 from jaxprov.models import mobilenet_v2, resnet, vgg

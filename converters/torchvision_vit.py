@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from converters import SourceFamily, register_source
+from converters.registry import SourceFamily, register_source
 from converters.rules import Rule, torch_layer_rules
 from jaxprov import models
 
