@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprov.attacks import valid_box
 from jaxprov.errors import JaxprovError
 from jaxprov.methods.base import Apply, Method, continuous_inputs, reference_meta, safe_normalize, unit_rows
 
@@ -245,10 +246,7 @@ class IPGuard(_LabelAgreement):
             raise JaxprovError("ipguard needs a reference model to find decision-boundary points on; "
                                "pass reference=<a Model of the zoo>")
         x = continuous_inputs(seeds, self.name)
-        bounds = reference.input_spec.bounds() or (-np.inf, np.inf)
-        # Per-channel (or scalar) bounds, shaped to broadcast over the channel (last) axis.
-        shape = (1,) * (x.ndim - 1) + (-1,)
-        lo, hi = (jnp.asarray(b, jnp.float32).reshape(shape) for b in bounds)
+        lo, hi = valid_box(reference.input_spec, x.ndim)
         points = _boundary_points(self, reference.apply, reference.params, x, lo, hi)
         meta = {**seeds.meta, "method": self.name, "config": self.config(),
                 "reference": reference_meta(reference)}

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprov.attacks import valid_box
 from jaxprov.errors import JaxprovError
 from jaxprov.methods.base import Apply, Method, unit_rows
 from jaxprov.models.bert import mean_pool
@@ -146,13 +147,13 @@ class GradientField(Method):
         elif self.reference == "zeros":
             x0 = jnp.zeros_like(x)
         else:
-            bounds = reference.input_spec.bounds() if isinstance(reference, Model) else None
-            if bounds is None:  # no spec: the seeds' own per-channel range is the box
+            bounded = isinstance(reference, Model) and reference.input_spec.bounds() is not None
+            if bounded:
+                lo, hi = valid_box(reference.input_spec, x.ndim)
+            else:  # no spec: the seeds' own per-channel range is the box
                 axes = tuple(range(x.ndim - 1))
-                bounds = (jnp.min(x, axis=axes), jnp.max(x, axis=axes))
-            lo, hi = (jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape[-1:]) for b in bounds)
-            shape = (1,) * (x.ndim - 1) + (-1,)
-            x0 = jax.random.uniform(key, x.shape, x.dtype, lo.reshape(shape), hi.reshape(shape))
+                lo, hi = jnp.min(x, axis=axes, keepdims=True), jnp.max(x, axis=axes, keepdims=True)
+            x0 = jax.random.uniform(key, x.shape, x.dtype, lo.astype(x.dtype), hi.astype(x.dtype))
             meta["reference_key"] = key_repr(key)
         return Probes(inputs={"x": x, "x0": x0}, meta=meta)
 
