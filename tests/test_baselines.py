@@ -182,7 +182,7 @@ def test_mistakes_needs_labelled_seeds_and_enough_mistakes(zoo, tmp_path):
 
 
 def test_labelled_seed_sources():
-    from jaxprov.zoo import data
+    from jaxprov import datasets as data
 
     spec = models.init("mlp[hidden=8]", jax.random.PRNGKey(0)).input_spec
     drawn = seeds("mnist:test", spec, 40, jax.random.PRNGKey(2))
