@@ -18,6 +18,7 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_BUG = 3
+EXIT_NO_EVIDENCE = 1  # compare: no method could compare the pair, so no verdict
 
 
 def _cmd_convert(args) -> int:
@@ -70,6 +71,10 @@ def _cmd_compare(args) -> int:
     result = compare_lib.compare(a, b, args.method or None, null=null, seeds=args.seeds,
                                  key=jax.random.PRNGKey(args.seed))
     print(compare_lib.dumps(result) if args.json else result.summary())
+    if not result.has_evidence:
+        print("jaxprov: error: no method could compare the two models; the verdict is inconclusive "
+              "(see the reasons above)", file=sys.stderr)
+        return EXIT_NO_EVIDENCE
     return 0
 
 
@@ -141,6 +146,13 @@ def _cmd_demo(args) -> int:
     return demo.run(Path(args.out))
 
 
+_METHOD_HELP = ("ddv, gradient_field, sac, ipguard, weights, cka, mistakes, or all (repeatable; default: the "
+                "default verdict's methods of non-zero weight, answered by the default verdict; all: every "
+                "method, the default verdict still answers)")
+_SEEDS_HELP = ("probe seeds: mnist, digits, a split such as mnist:test, synthetic, a folder or .npy/.npz "
+               "(default: the seeds the default verdict was fitted with, mnist:test)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxprov", description="Model provenance in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,10 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="is B derived from A? per-method similarity and a calibrated verdict")
     p.add_argument("a", help="the claimed parent (checkpoint, HF directory or stored model)")
     p.add_argument("b", help="the suspect")
-    p.add_argument("--method", action="append", help="ddv, gradient_field, sac, ipguard, weights, cka "
-                   "(repeatable; default ddv and gradient_field)")
+    p.add_argument("--method", action="append", help=_METHOD_HELP + "; named methods are answered by the "
+                   "per-method tests")
     p.add_argument("--null", help="a folder of models independent of A: calibrates the verdict")
-    p.add_argument("--seeds", default="mnist", help="probe seeds: mnist, digits, synthetic, a folder or .npy/.npz")
+    p.add_argument("--seeds", help=_SEEDS_HELP)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_compare)
@@ -172,12 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="fingerprint a folder of models; write matrices, heatmaps and an HTML report")
     p.add_argument("dir", help="a folder of checkpoints, Hugging Face directories and/or stored models")
     p.add_argument("--out", required=True, help="output folder (reports + the signature store; reruns resume)")
-    p.add_argument("--method", action="append", help="repeatable; default: the default verdict's methods, "
-                                                     "and its P(derived) matrix as 'default'")
+    p.add_argument("--method", action="append", help=_METHOD_HELP + "; the default verdict's P(derived) matrix "
+                   "is written as 'default' unless methods are named")
     p.add_argument("--null", help="a folder of models independent of every scanned one: they calibrate the "
                                   "default verdict (without one, the zoo itself is the null)")
-    p.add_argument("--seeds", default="mnist", help="probe seeds: mnist, digits, a split such as mnist:test, "
-                                                    "synthetic, a folder or .npy/.npz")
+    p.add_argument("--seeds", help=_SEEDS_HELP)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
     p.set_defaults(func=_cmd_scan)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 
 from jaxprov import methods as methods_lib
 from jaxprov.engine import EngineConfig, Signatures, signatures as engine_signatures
-from jaxprov.errors import JaxprovError
+from jaxprov.errors import ArgumentError, JaxprovError
 from jaxprov.methods.base import Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes, seeds as make_seeds
@@ -98,6 +99,7 @@ class Zoo:
         self._probes: dict[Any, Probes] = {}
         self._signatures: dict[Any, Signatures] = {}
         self._sizes: np.ndarray | None = None
+        self._dead: np.ndarray | None = None
 
     @property
     def names(self) -> list[str]:
@@ -112,7 +114,9 @@ class Zoo:
         method = self.method(method)
         if method not in self._probes:
             seed_key, probe_key = jax.random.split(jax.random.fold_in(self.key, 0))
-            if isinstance(self.seed_source, Probes):
+            if not method.uses_probes:  # weight space: no seeds needed (any seed source will do)
+                seeds = Probes(inputs=np.zeros((0,), np.float32), meta={})
+            elif isinstance(self.seed_source, Probes):
                 seeds = self.seed_source
             else:
                 seeds = make_seeds(str(self.seed_source), self.reference.input_spec,
@@ -143,13 +147,33 @@ class Zoo:
             self._signatures[method] = sigs
         return self._signatures[method]
 
+    def dead(self) -> np.ndarray:
+        """[N] bool: models whose outputs do not vary over a few seeds, or are not finite
+        (`methods.liveness`). No method has evidence about such a model. Unknown (all False) when
+        the seeds cannot feed the models (image seeds for a text model)."""
+        if self._dead is None:
+            from jaxprov.methods.liveness import Liveness
+
+            self._dead = np.zeros(len(self.models), bool)
+            try:
+                probes = self.probes(Liveness())
+            except JaxprovError:
+                return self._dead
+            if self.reference.input_spec.modality == "text" and not isinstance(probes.inputs["x"], dict):
+                return self._dead  # token ids are a dict; any other seeds cannot feed a text model
+            self._dead = np.asarray(self.signatures(Liveness()).dead, bool)
+        return self._dead
+
     def similarity(self, method: str | Method) -> Similarity:
-        """The labelled N x N similarity matrix (one matmul for unit-vector signatures)."""
+        """The labelled N x N similarity matrix (one matmul for unit-vector signatures). A dead
+        model (its signature, or `dead`) has similarity 0 to every model, itself included."""
         method = self.method(method)
         sigs = self.signatures(method)
         values = np.asarray(method.pairwise(sigs.matrix, sigs.matrix), np.float64)
         values = _mask_incomparable(method, sigs, values, self._output_sizes())
-        return Similarity(method.name, tuple(sigs.names), values, tuple(bool(d) for d in sigs.dead))
+        dead = np.asarray(sigs.dead, bool) | self.dead()
+        return Similarity(method.name, tuple(sigs.names), _zero_dead(values, dead, dead),
+                          tuple(bool(d) for d in dead))
 
     def reference_rows(self, method: str | Method, progress=None) -> "ReferenceRows":
         """The N x N matrix of a method whose probes are built on a reference (DDV, IPGuard,
@@ -178,11 +202,14 @@ class Zoo:
                 failed[ref.name] = reason
                 continue
             step = None if progress is None else (lambda done, i=i: progress(i * n + done))
+            zoo._dead = self.dead()  # one liveness check for every reference's zoo
             zoo.signatures(method, progress=step)
             sim = zoo.similarity(method)
             values[i] = sim.values[i]
             dead |= np.asarray(sim.dead, bool)
             digests[ref.name] = zoo.probes(method).digest
+        dead |= self.dead()
+        values = _zero_dead(values, dead, dead)
         return ReferenceRows(Similarity(method.name, tuple(self.names), values, tuple(bool(d) for d in dead)),
                              digests, failed)
 
@@ -204,17 +231,20 @@ class Zoo:
         n, k = len(sigs), min(k, len(sigs) - 1)
         if k <= 0:
             return {name: [] for name in sigs.names}
+        dead = np.asarray(sigs.dead, bool) | self.dead()
         plain = (type(method).pairwise is Method.pairwise and not method.same_arch_only
                  and not method.same_output_size_only)
         if plain:
             from jaxprov.engine import top_k_neighbours
 
-            idx, val = top_k_neighbours(sigs.matrix, k, block)
+            live = np.where(dead[:, None], 0.0, sigs.matrix).astype(np.float32)  # dead: 0 to everything
+            idx, val = top_k_neighbours(live, k, block)
             return {sigs.names[i]: [(sigs.names[j], float(v)) for j, v in zip(idx[i], val[i])] for i in range(n)}
         out: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, n, block):
             rows = np.asarray(method.pairwise(sigs.matrix[start:start + block], sigs.matrix), np.float64)
             rows = _mask_incomparable(method, sigs, rows, self._output_sizes(), row_offset=start)
+            rows = _zero_dead(rows, dead[start:start + block], dead)
             rows[np.arange(rows.shape[0]), np.arange(start, start + rows.shape[0])] = -np.inf  # not yourself
             rows = np.where(np.isnan(rows), -np.inf, rows)
             top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
@@ -235,7 +265,12 @@ def _mask_incomparable(method: Method, sigs: Signatures, values: np.ndarray, out
         values = np.where(archs[rows][:, None] == archs[None, :], values, np.nan)
     if method.same_output_size_only:
         values = np.where(out_sizes[rows][:, None] == out_sizes[None, :], values, np.nan)
-    # Dead signatures are all zeros: their dot products are 0, never NaN; keep them, flagged in `dead`.
+    return values
+
+
+def _zero_dead(values: np.ndarray, dead_rows: np.ndarray, dead_cols: np.ndarray) -> np.ndarray:
+    """Similarity 0 wherever a dead model takes part: it has no evidence to give, to anyone."""
+    values = np.where(dead_rows[:, None] | dead_cols[None, :], 0.0, values)
     return values
 
 
@@ -255,6 +290,9 @@ def check_compatible(models: Sequence[Model]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Pairwise comparison with a calibrated verdict.
 
+DEFAULT_VERDICT = "default verdict"  # P(derived) of the fitted combination (jaxprov.verdict)
+METHOD_TESTS = "per-method tests"  # empirical p-values per method, Bonferroni over methods
+
 
 @dataclasses.dataclass(frozen=True)
 class MethodResult:
@@ -265,39 +303,85 @@ class MethodResult:
     verdict: str
     dead: bool = False
 
+    @property
+    def usable(self) -> bool:
+        """The method compared the pair: a finite similarity of two live models."""
+        return not self.dead and not math.isnan(self.similarity)
+
     def to_json(self) -> dict:
         nulls = np.asarray(self.null) if self.null else None
-        return {"method": self.method, "similarity": self.similarity, "p_value": self.p_value,
-                "verdict": self.verdict, "dead": self.dead, "null_n": len(self.null),
+        return {"method": self.method, "similarity": None if math.isnan(self.similarity) else self.similarity,
+                "p_value": self.p_value, "verdict": self.verdict, "dead": self.dead, "null_n": len(self.null),
                 "null_mean": None if nulls is None else float(nulls.mean()),
                 "null_max": None if nulls is None else float(nulls.max())}
 
 
 @dataclasses.dataclass(frozen=True)
+class Answer:
+    """One named answer to "is b derived from a?": the default verdict or the per-method tests."""
+
+    name: str  # DEFAULT_VERDICT | METHOD_TESTS
+    verdict: str  # "derived" | "independent" | "inconclusive"
+    reason: str
+    probability: float | None = None  # the default verdict's P(derived); None when it could not apply
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "verdict": self.verdict, "reason": self.reason, "probability": self.probability}
+
+
+@dataclasses.dataclass(frozen=True)
 class Comparison:
+    """Per-method results and the answers. `answer` is the one that decides — the default verdict
+    when no methods were named (or "all"), the per-method tests when they were — and `verdict`,
+    `reason` and `probability` are its; `answers` holds every answer computed, each named."""
+
     a: str
     b: str
     results: tuple[MethodResult, ...]
-    verdict: str
-    reason: str
-    probability: float | None = None  # the default verdict's P(derived); None when it could not apply
+    answers: tuple[Answer, ...]
+    seeds: str = ""  # the seed source the probes came from
+
+    @property
+    def answer(self) -> Answer:
+        return self.answers[0]
+
+    @property
+    def verdict(self) -> str:
+        return self.answer.verdict
+
+    @property
+    def reason(self) -> str:
+        return self.answer.reason
+
+    @property
+    def probability(self) -> float | None:
+        return self.answer.probability
+
+    @property
+    def has_evidence(self) -> bool:
+        """At least one method compared the pair (else every answer is "inconclusive")."""
+        return any(r.usable for r in self.results)
 
     def __getitem__(self, method: str) -> MethodResult:
         return next(r for r in self.results if r.method == method)
 
     def to_json(self) -> dict:
-        return {"a": self.a, "b": self.b, "verdict": self.verdict, "reason": self.reason,
-                "probability": self.probability, "methods": {r.method: r.to_json() for r in self.results}}
+        named = {a.name: a.to_json() for a in self.answers}
+        return {"a": self.a, "b": self.b, "seeds": self.seeds, "answer": self.answer.name, "verdict": self.verdict,
+                "reason": self.reason, "probability": self.probability, "has_evidence": self.has_evidence,
+                "default_verdict": named.get(DEFAULT_VERDICT), "per_method_tests": named.get(METHOD_TESTS),
+                "methods": {r.method: r.to_json() for r in self.results}}
 
     def summary(self) -> str:
         lines = [f"{self.b}  vs  {self.a}"]
         for r in self.results:
             p = "n/a" if r.p_value is None else f"{r.p_value:.3f}"
             lines.append(f"  {r.method:16s} similarity {r.similarity:+.4f}   p {p:>6s}   {r.verdict}"
-                         + ("   (dead signature)" if r.dead else ""))
-        if self.probability is not None:
-            lines.append(f"  {'default':16s} P(derived) {self.probability:.4f}")
-        lines.append(f"verdict: {self.verdict} — {self.reason}")
+                         + ("   (dead model)" if r.dead else ""))
+        for a in self.answers:
+            p = "" if a.probability is None else f"P(derived) {a.probability:.4f}, "
+            lines.append(f"{a.name}: {a.verdict} — {p}{a.reason}")
+        lines.append(f"verdict ({self.answer.name}): {self.verdict}")
         return "\n".join(lines)
 
 
@@ -321,30 +405,70 @@ def _method_verdict(score: float, null: Sequence[float], dead: bool, alpha: floa
     return p, "inconclusive"
 
 
-def compare(a: Model, b: Model, methods: Sequence[str | Method] | None = None, *, null: Sequence[Model] = (),
-            seeds: str | Probes = "mnist", key: jax.Array | None = None, alpha: float = DERIVED_ALPHA,
-            engine: EngineConfig = EngineConfig(), store=None, verdict=None) -> Comparison:
-    """Is `b` derived from `a`? Per-method similarity, and the default verdict calibrated against `null`.
+def _method_list(methods, combo) -> tuple[list, bool]:
+    """(methods to compute, whether the default verdict answers). None: the default verdict's
+    methods with non-zero weight; "all": every method; a name or a Method: that one; a list: those."""
+    if methods is None:
+        return (list(combo.active_methods), True) if combo else (list(methods_lib.DEFAULT_METHODS), False)
+    if isinstance(methods, str) and methods == "all":
+        return methods_lib.names(), combo is not None
+    if isinstance(methods, (str, Method)):
+        return [methods], False
+    if isinstance(methods, (list, tuple)) and methods and all(isinstance(m, (str, Method)) for m in methods):
+        if "all" in methods:
+            return methods_lib.names(), combo is not None
+        return list(methods), False
+    raise ArgumentError(f"methods must be None, 'all', a method name or a list of names (known: "
+                        f"{', '.join(methods_lib.names())}), not {type(methods).__name__} {methods!r:.60}")
+
+
+def _check_model(value, what: str) -> None:
+    if not isinstance(value, Model):
+        hint = "; load it first: jaxprov.load(path)" if isinstance(value, (str, Path)) else ""
+        raise ArgumentError(f"{what} must be a jaxprov Model, not {type(value).__name__} {value!r:.60}{hint}")
+
+
+def compare(a: Model, b: Model, methods: str | Method | Sequence[str | Method] | None = None, *,
+            null: Sequence[Model] = (), seeds: str | Probes | None = None, key: jax.Array | None = None,
+            alpha: float = DERIVED_ALPHA, engine: EngineConfig = EngineConfig(), store=None,
+            verdict=None) -> Comparison:
+    """Is `b` derived from `a`? Per-method similarity and named answers: the default verdict
+    and/or the per-method tests.
 
     Args:
       a: the claimed parent (also the reference that DDV twins / boundary points are generated on).
       b: the suspect.
-      methods: method names or instances. Default: the methods of the default verdict
-        (`jaxprov.verdict.load_default()`, fitted by `jaxprov bench reuse`), with its settings; the
-        verdict is then their calibrated combination. With explicit methods, the verdict is the
-        Bonferroni-corrected minimum of the per-method empirical p-values.
+      methods: None (default): the default verdict (`jaxprov.verdict.load_default()`, fitted by
+        `jaxprov bench reuse`) answers, and only its methods with non-zero weight are computed, with
+        its settings. "all": every method is computed (the default verdict's with its settings) and
+        the default verdict still answers. A method name, a Method or a list of them: those methods,
+        and the per-method tests answer: the Bonferroni-corrected minimum of their empirical
+        p-values.
       null: models known to be independent of `a` (same input kind). Their similarities to `a` form
         the null distribution. With none, no verdict is guessed: it says "inconclusive" and why.
+      seeds: where probe seeds come from (see `Zoo`); default: the seeds the default verdict was
+        fitted with (`jaxprov.verdict.default_seeds()`: "mnist:test").
       alpha: a method says "derived" when its empirical p-value is <= alpha. Note the smallest
         attainable p is 1 / (1 + len(null)): alpha = 0.05 needs at least 19 null models.
-      verdict: a `jaxprov.verdict.Verdict` to use instead of the shipped default (methods=None only).
+      verdict: a `jaxprov.verdict.Verdict` to use instead of the shipped default.
+
+    Returns:
+      A Comparison; `has_evidence` is False when no method could compare the pair (dead models,
+      seeds that cannot feed them, incomparable archs): every answer is then "inconclusive".
+
+    Raises:
+      ArgumentError: a, b or a null model is not a Model, or `methods` is of the wrong type.
     """
     from jaxprov import verdict as verdict_lib
 
-    combo = None
-    if methods is None:
-        combo = verdict or verdict_lib.load_default()
-    methods = list(combo.methods if combo else (methods or methods_lib.DEFAULT_METHODS))
+    _check_model(a, "a (the claimed parent)")
+    _check_model(b, "b (the suspect)")
+    if isinstance(null, Model) or not all(isinstance(m, Model) for m in null):
+        raise ArgumentError("null must be a list of jaxprov Models (models independent of a)")
+    combo = verdict if verdict is not None else (
+        verdict_lib.load_default() if methods is None or _names_all(methods) else None)
+    methods, by_default = _method_list(methods, combo)
+    seeds = seeds if seeds is not None else (combo.seeds if combo is not None else verdict_lib.default_seeds())
     names = [a.name, b.name] + [m.name for m in null]
     if len(set(names)) != len(names):
         models = [dataclasses.replace(m, name=f"{i}:{m.name}") for i, m in enumerate([a, b, *null])]
@@ -360,37 +484,67 @@ def compare(a: Model, b: Model, methods: Sequence[str | Method] | None = None, *
         method = zoo.method(m)
         # The default verdict goes on without a method these seeds cannot feed: its evidence is 0,
         # as for any pair a method cannot compare. A method the caller named must run.
-        reason = zoo.unavailable(method) if combo is not None else None
+        reason = zoo.unavailable(method) if by_default else None
         if reason is not None:
-            evidence[method.name] = 0.0
             results.append(MethodResult(method.name, math.nan, (), None, f"skipped: {reason}"))
             continue
         sim = zoo.similarity(method)
         score = float(sim.values[0, 1])
         null_scores = [float(v) for v in sim.values[0, 2:] if not math.isnan(v)]
         dead = bool(sim.dead[0] or sim.dead[1])
-        evidence[method.name] = combo.evidence(method.name, score, sim.values[0, cols]) if combo and not dead else 0.0
+        if combo is not None and not dead:
+            evidence[method.name] = combo.evidence(method.name, score, sim.values[0, cols])
         if math.isnan(score):
             results.append(MethodResult(method.name, score, tuple(null_scores), None, "not comparable", dead))
             continue
         p, verdict_m = _method_verdict(score, null_scores, dead, alpha)
         results.append(MethodResult(method.name, score, tuple(null_scores), p, verdict_m, dead))
-    if combo is not None and len(null) >= verdict_lib.MIN_NULL:
-        prob = combo.probability(evidence)
-        label = "derived" if prob >= combo.threshold else "independent"
-        reason = (f"default verdict P(derived)={prob:.3f} from {', '.join(combo.methods)} against "
-                  f"{len(cols)} null models (threshold {combo.threshold:g})")
-        return Comparison(a.name, b.name, tuple(results), label, reason, prob)
-    verdict_s, reason = _overall(results, len(null), alpha)
-    if combo is not None and null:
-        reason += f"; the default verdict needs at least {verdict_lib.MIN_NULL} null models"
-    return Comparison(a.name, b.name, tuple(results), verdict_s, reason)
+    tests = Answer(METHOD_TESTS, *_overall(results, len(null), alpha))
+    source = "probes" if isinstance(seeds, Probes) else str(seeds)
+    if not by_default:
+        return Comparison(a.name, b.name, tuple(results), (tests,), source)
+    default = _default_answer(combo, results, evidence, len(null), len(cols))
+    return Comparison(a.name, b.name, tuple(results), (default, tests), source)
+
+
+def _names_all(methods) -> bool:
+    return (isinstance(methods, str) and methods == "all") or (
+        isinstance(methods, (list, tuple)) and "all" in methods)
+
+
+def _default_answer(combo, results: Sequence[MethodResult], evidence: dict[str, float], n_null: int,
+                    n_cols: int) -> Answer:
+    """The default verdict's P(derived), or "inconclusive" and why when it has nothing to go on."""
+    from jaxprov import verdict as verdict_lib
+
+    active = [r for r in results if r.method in combo.active_methods]
+    if not any(r.usable for r in active):
+        return Answer(DEFAULT_VERDICT, "inconclusive", "no evidence: no method of the default verdict could "
+                      f"compare the pair ({_why_unusable(active)})")
+    if n_null < verdict_lib.MIN_NULL:
+        return Answer(DEFAULT_VERDICT, "inconclusive", f"the default verdict needs at least {verdict_lib.MIN_NULL} "
+                      f"null models (got {n_null}): pass null=[models independent of the parent]")
+    prob = combo.probability(evidence)
+    label = "derived" if prob >= combo.threshold else "independent"
+    return Answer(DEFAULT_VERDICT, label, f"from {', '.join(combo.active_methods)} against {n_cols} null "
+                  f"models (threshold {combo.threshold:g})", prob)
+
+
+def _why_unusable(results: Sequence[MethodResult]) -> str:
+    """Each reason once, with the methods it stopped: "weights, mistakes: a dead model ..."."""
+    reasons: dict[str, list[str]] = {}
+    for r in results:
+        why = "a dead model (constant or non-finite outputs)" if r.dead else r.verdict
+        reasons.setdefault(why, []).append(r.method)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
 
 
 def _overall(results: Sequence[MethodResult], n_null: int, alpha: float) -> tuple[str, str]:
+    usable = [r for r in results if r.p_value is not None]
+    if not any(r.usable for r in results):
+        return "inconclusive", f"no evidence: no method could compare the pair ({_why_unusable(results)})"
     if n_null == 0:
         return "inconclusive", "no null distribution: pass null=[models independent of the parent] to calibrate"
-    usable = [r for r in results if r.p_value is not None]
     if not usable:
         return "inconclusive", "no method produced a usable score (dead or incomparable signatures)"
     # Bonferroni over methods: the suspect is derived if any method's p survives alpha / m.

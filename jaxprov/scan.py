@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import jax
+import numpy as np
 
 from jaxprov import comparison as compare_lib
 from jaxprov.engine import EngineConfig
@@ -52,12 +53,19 @@ def _progress(desc: str, total: int, enabled: bool):
     return update, bar.close
 
 
-def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str] | None = None, *,
-                seeds: str = "mnist", key: jax.Array | None = None, engine: EngineConfig = EngineConfig(),
+def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequence[str] | None = None, *,
+                seeds: str | None = None, key: jax.Array | None = None, engine: EngineConfig = EngineConfig(),
                 failures: Sequence[str] = (), method_config: dict | None = None, progress: bool = True,
                 title: str = "jaxprov scan", null: Sequence[Model] = (),
                 max_reference_models: int = MAX_REFERENCE_MODELS) -> ScanResult:
     """Fingerprint `models` with each method and write reports under `out` (one folder per input kind).
+
+    `methods`: None: the default verdict's methods of non-zero weight, and its P(derived) matrix as
+    "default"; "all": every method, and the default matrix; names: those methods only. `seeds`:
+    default the seeds the default verdict was fitted with (`verdict.default_seeds()`). A cell of the
+    default matrix that no method of the verdict could compare is NaN; a dead model's row and column
+    are 0 in every matrix; with none of the verdict's methods run there is no default matrix
+    (metadata "default_not_written" says why).
 
     `null`: models known to be independent of every model scanned. They are fingerprinted beside
     them (and appear in the matrices, flagged "null") and calibrate the default verdict's matrix
@@ -81,12 +89,20 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
         raise JaxprovError("nothing to scan: no readable models")
     from jaxprov import verdict as verdict_lib
 
-    # By default: the default verdict's methods with its settings (user settings win), and its
-    # P(derived) matrix as the method "default" beside theirs.
-    combo = verdict_lib.load_default() if methods is None else None
+    # By default: the default verdict's methods of non-zero weight with its settings (user settings
+    # win), and its P(derived) matrix as the method "default" beside theirs; "all": every method,
+    # and the default matrix too.
+    every = methods == "all" or (isinstance(methods, (list, tuple)) and "all" in methods)
+    combo = verdict_lib.load_default() if methods is None or every else None
     if combo is not None:
         method_config = {**{k: dict(v) for k, v in combo.method_config.items()}, **(method_config or {})}
-    methods = list(combo.methods if combo else (methods or compare_lib.methods_lib.DEFAULT_METHODS))
+    if every:
+        methods = compare_lib.methods_lib.names()
+    elif isinstance(methods, str):
+        methods = [methods]
+    else:
+        methods = list(combo.active_methods if combo else (methods or compare_lib.methods_lib.DEFAULT_METHODS))
+    seeds = seeds if seeds is not None else verdict_lib.default_seeds()
     out = Path(out)
     store = SignatureStore(out / "store")
     groups: dict[str, list[Model]] = {}
@@ -136,9 +152,17 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
         dead = tuple(any(s.dead[i] for s in sims.values()) for i in range(len(members)))
         is_null = [m.name in null_names for m in members]
         by_null = sum(is_null) >= verdict_lib.MIN_NULL
-        if combo is not None:
+        default_missing = None
+        if combo is not None and not any(n in sims for n in combo.active_methods):
+            # No verdict from no evidence: no default matrix when none of its methods ran.
+            default_missing = "none of the default verdict's methods could run: " + "; ".join(
+                f"{n}: {not_run.get(n)}" for n in combo.active_methods)
+        elif combo is not None:
             values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members],
                                   is_null if by_null else None)
+            gone = np.asarray(dead, bool)
+            values[gone, :] = 0.0  # a dead model has no evidence to give: 0, as under every method
+            values[:, gone] = 0.0
             sims["default"] = compare_lib.Similarity("default", tuple(zoo.names), values, dead)
         info = {m.name: {"arch": m.arch, "params": m.num_params,
                          "parent": (m.meta.get("lineage") or {}).get("parent"),
@@ -148,6 +172,7 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: Sequence[str]
         metadata = {"seeds": seeds, "seconds": timings, "probes": probes,
                     "per_reference": [name for name in sims if isinstance(probes.get(name), dict)],
                     "default_verdict": None if combo is None else combo.to_json(), "methods_not_run": not_run,
+                    "default_not_written": default_missing,
                     "default_calibrated_by": None if combo is None else ("null models" if by_null else "the zoo itself"),
                     "skipped": list(failures)}
         files = write_report(target, zoo.names, {n: s.values for n, s in sims.items()}, info=info,

@@ -43,6 +43,7 @@ from jaxprov.errors import JaxprovError
 SPREAD_FLOOR = 0.01  # similarities are cosines in [-1, 1]: a null spread below this is noise
 MIN_NULL = 2  # a spread needs two null scores
 DEFAULT_FILE = "verdict.json"
+FALLBACK_SEEDS = "mnist"  # a verdict file that does not record its seeds
 L2 = 1e-2
 
 
@@ -149,6 +150,16 @@ class Verdict:
     provenance: Mapping = dataclasses.field(default_factory=dict)
     floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
+    @property
+    def active_methods(self) -> tuple[str, ...]:
+        """The methods whose weight is non-zero: all the default verdict needs to compute."""
+        return tuple(m for m, w in zip(self.methods, self.weights) if w != 0)
+
+    @property
+    def seeds(self) -> str:
+        """The seed source the verdict was fitted with (its provenance), "mnist" when unrecorded."""
+        return str(self.provenance.get("seeds") or FALLBACK_SEEDS)
+
     def floor(self, method: str) -> float:
         return float(self.floors.get(method, SPREAD_FLOOR))
 
@@ -170,13 +181,17 @@ class Verdict:
         """P(derived) for every ordered pair of a zoo (row = reference, column = suspect) from each
         method's similarity matrix, calibrated by the models flagged `is_null`, or with the zoo
         itself as the null when none are (`evidence_matrix`). The diagonal is 1. Methods missing
-        from `similarity` count as 0 evidence."""
+        from `similarity` count as 0 evidence; a pair that no method with non-zero weight could
+        compare (NaN in every such matrix) is NaN: no evidence gives no probability."""
         n = len(archs)
         logit = np.full((n, n), self.bias)
+        comparable = np.zeros((n, n), bool)
         for m, w in zip(self.methods, self.weights):
-            if m in similarity:
+            if m in similarity and w != 0:
                 logit += w * evidence_matrix(similarity[m], archs, self.floor(m), is_null)
+                comparable |= np.isfinite(np.asarray(similarity[m], np.float64))
         p = _sigmoid(logit)
+        p[~comparable] = np.nan  # no method could compare the pair: no evidence, no verdict
         np.fill_diagonal(p, 1.0)
         return p
 
@@ -212,6 +227,13 @@ def load(path: str | Path) -> Verdict:
     except (OSError, json.JSONDecodeError) as err:
         raise JaxprovError(f"{path}: cannot read the verdict file ({err})") from None
     return Verdict.from_json(data, str(path))
+
+
+def default_seeds() -> str:
+    """The seeds `compare` and `scan` draw by default: those the shipped verdict was fitted with
+    (its provenance: "mnist:test", MNIST's held-out split), so the default verdict runs as fitted."""
+    combo = load_default()
+    return combo.seeds if combo is not None else FALLBACK_SEEDS
 
 
 def load_default() -> Verdict | None:

@@ -8,7 +8,7 @@ import pytest
 
 from jaxprov import models
 from jaxprov.comparison import Zoo, check_compatible, compare, empirical_p
-from jaxprov.errors import JaxprovError
+from jaxprov.errors import ArgumentError, JaxprovError
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,72 @@ def test_default_verdict_goes_on_without_a_method_its_seeds_cannot_feed(mnist_zo
     # With labelled held-out seeds it runs, and the distilled copy makes the base's mistakes.
     labelled = compare(mnist_zoo["base"], mnist_zoo["distilled"], ["mistakes"], null=null, seeds="mnist:test")
     assert labelled.results[0].similarity > max(labelled.results[0].null)
+
+
+def test_default_compare_runs_as_fitted_and_names_its_answers(mnist_zoo):
+    from jaxprov import verdict
+
+    combo = verdict.load_default()
+    result = compare(mnist_zoo["base"], mnist_zoo["distilled"], null=mnist_zoo["independent"])
+    # Only the methods with non-zero weight, on the seeds the verdict was fitted with.
+    assert [r.method for r in result.results] == list(combo.active_methods)
+    assert set(combo.active_methods) < set(combo.methods)
+    assert result.seeds == combo.provenance["seeds"] == "mnist:test"
+    assert [a.name for a in result.answers] == ["default verdict", "per-method tests"]
+    assert result.answer.name == "default verdict" and result.probability == result.answers[0].probability
+    assert result.answers[1].probability is None  # the tests are p-values, never a P(derived)
+    saved = json.loads(json.dumps(result.to_json()))
+    assert saved["answer"] == "default verdict"
+    assert saved["default_verdict"]["probability"] == pytest.approx(result.probability)
+    assert saved["per_method_tests"]["verdict"] == result.answers[1].verdict
+    text = result.summary()
+    assert "default verdict: " in text and "per-method tests: " in text and "verdict (default verdict)" in text
+
+
+def test_methods_take_a_name_a_list_or_all_and_bad_arguments_are_typed_errors(mnist_zoo):
+    base, ft = mnist_zoo["base"], mnist_zoo["finetuned"]
+    one = compare(base, ft, "weights")  # one name, not the letters w, e, i, ...
+    assert [r.method for r in one.results] == ["weights"] and one.answer.name == "per-method tests"
+    assert len(one.answers) == 1
+    assert [r.method for r in compare(base, ft, ["weights", "cka"]).results] == ["weights", "cka"]
+    every = compare(base, ft, "all", null=mnist_zoo["independent"], seeds="mnist:test")
+    assert sorted(r.method for r in every.results) == sorted(models_names())
+    assert every.answer.name == "default verdict" and every.probability is not None
+    with pytest.raises(ArgumentError, match="jaxprov.load"):
+        compare(base, "some/checkpoint.pt")
+    with pytest.raises(ArgumentError, match="methods must be"):
+        compare(base, ft, 5)
+    with pytest.raises(ArgumentError, match="null must be"):
+        compare(base, ft, "weights", null=[base, "x"])
+
+
+def models_names():
+    from jaxprov import methods
+
+    return methods.names()
+
+
+def _dead(model, name):
+    return model.replace(params=jax.tree_util.tree_map(np.zeros_like, model.params), name=name)
+
+
+def test_dead_models_have_similarity_zero_under_every_method_and_no_verdict(mnist_zoo):
+    base = mnist_zoo["base"]
+    dead, dead2 = _dead(base, "dead"), _dead(base, "dead2")
+    nan = base.replace(params=jax.tree_util.tree_map(lambda a: np.full_like(a, np.nan), base.params), name="nan")
+    untrained = models.init("lenet", jax.random.PRNGKey(5), name="untrained")
+    config = {m: {"n_seeds": 32} for m in ("ddv", "sac", "ipguard", "cka")}
+    config["ddv"]["iters"] = 3
+    config["gradient_field"] = {"n_anchors": 8, "steps": 4}
+    zoo = Zoo([dead, dead2, nan, untrained, base], seeds="mnist:test", key=jax.random.PRNGKey(0),
+              method_config=config)
+    for method in models_names():
+        sim = zoo.similarity(method)
+        assert sim.dead == (True, True, True, False, False), method
+        assert np.all(sim.values[:3] == 0) and np.all(sim.values[:, :3] == 0), method  # each other included
+        assert sim.values[4, 4] > 0, method  # live models keep their similarities
+    # An all-zero model against an untrained parent: no evidence, so no verdict (it was "derived").
+    result = compare(untrained, dead, null=mnist_zoo["independent"])
+    assert not result.has_evidence and result.verdict == "inconclusive" and result.probability is None
+    assert "no evidence" in result.reason and "dead model" in result.reason
+    assert all(a.verdict == "inconclusive" for a in result.answers)

@@ -84,7 +84,7 @@ def test_scan_reports_the_default_verdict_beside_its_methods(mnist_zoo, tmp_path
     config["gradient_field"] = {"n_anchors": 16}
     result = scan_models(members, tmp_path / "out", seeds="mnist", progress=False, method_config=config, null=null)
     (group,) = result.groups.values()
-    assert list(group["similarity"]) == [*combo.methods, "default"]
+    assert list(group["similarity"]) == [*combo.active_methods, "default"]  # only what it weighs
     p = group["similarity"]["default"]
     assert np.all((p.values >= 0) & (p.values <= 1)) and np.all(np.diag(p.values) == 1)
     # Calibrated by the null models: the fine-tuned and pruned children are called derived, and the
@@ -145,3 +145,20 @@ def test_scan_leaves_reference_dependent_methods_out_of_matrices_beyond_the_limi
     assert list(group["similarity"]) == ["cka"]
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "max_reference_models=2" in saved["metadata"]["methods_not_run"]["ddv"]
+
+
+def test_scan_writes_no_default_probability_without_evidence(mnist_zoo, tmp_path):
+    from jaxprov.scan import scan_models
+
+    # Synthetic seeds carry no labels (mistakes cannot run) and weights cannot compare a LeNet with
+    # an MLP: those cells of the default matrix are NaN, not a probability from the bias alone.
+    lenet = mnist_zoo["base"]
+    mlp = next(m for m in mnist_zoo["independent"] if m.arch != lenet.arch)
+    result = scan_models([lenet, mnist_zoo["finetuned"], mlp], tmp_path / "out", seeds="synthetic", progress=False)
+    (group,) = result.groups.values()
+    assert list(group["similarity"]) == ["weights", "default"]
+    p = group["similarity"]["default"]
+    assert np.isnan(p[lenet.name, mlp.name]) and np.isnan(p[mlp.name, "finetuned"])
+    assert not np.isnan(p[lenet.name, "finetuned"])
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "labelled seeds" in saved["metadata"]["methods_not_run"]["mistakes"]
