@@ -324,13 +324,15 @@ def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = 
         # Synchronous: an async checkpointer's threads outlive a failed save and keep the process alive.
         with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
             checkpointer.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(params))
+        # The model's own meta first: a model loaded from the store carries the old params_sha256,
+        # num_params and versions, which must never override what is written now.
         meta = {
+            **{k: v for k, v in dict(model.meta).items() if k not in ("name", "arch")},
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "name": model.name, "arch": model.arch, "output_kind": model.output_kind,
             "input_spec": model.input_spec.to_json(),
             "num_params": model.num_params, "params_sha256": params_digest(params),
             "versions": {"jaxprov": __version__, "jax": jax.__version__, "flax": flax.__version__},
-            **{k: v for k, v in dict(model.meta).items() if k not in ("name", "arch")},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         if target.exists():

@@ -305,3 +305,16 @@ def test_generated_metadata_mutations_give_a_model_or_a_jaxprov_error(stored_len
             assert model.arch == "lenet" and jaxprov.store.params_digest(model.params) == meta["params_sha256"]
             outcomes["loaded"] += 1
     assert outcomes["refused"] > 100 and outcomes["loaded"] > 0, outcomes
+
+
+def test_a_stored_model_with_new_params_saves_its_new_digest(stored_lenet, tmp_path):
+    # A model loaded from the store carries the old params_sha256 in its meta; saving it with other
+    # params (a dead copy, a fine-tuned child) must record the new digest, or it never loads again.
+    import jax
+
+    loaded = jaxprov.load_model(stored_lenet)
+    dead = loaded.replace(params=jax.tree_util.tree_map(np.zeros_like, loaded.params), name="dead")
+    jaxprov.save_model(dead, tmp_path / "dead")
+    again = jaxprov.load_model(tmp_path / "dead")
+    assert all(not np.any(leaf) for leaf in jax.tree_util.tree_leaves(again.params))
+    assert again.meta["params_sha256"] != loaded.meta["params_sha256"]
