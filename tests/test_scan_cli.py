@@ -162,3 +162,21 @@ def test_scan_writes_no_default_probability_without_evidence(mnist_zoo, tmp_path
     assert not np.isnan(p[lenet.name, "finetuned"])
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "labelled seeds" in saved["metadata"]["methods_not_run"]["mistakes"]
+
+
+def test_compare_cli_exits_non_zero_without_evidence_and_names_both_answers(tmp_path, capsys, mnist_zoo):
+    import jax
+
+    base = mnist_zoo["base"]
+    jaxprov.save_model(base.replace(params=jax.tree_util.tree_map(np.zeros_like, base.params), name="dead"),
+                       tmp_path / "dead")
+    jaxprov.save_model(base, tmp_path / "base")
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "dead"), "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["verdict"] == "inconclusive" and result["has_evidence"] is False
+    assert result["answer"] == "default verdict" and result["per_method_tests"]["verdict"] == "inconclusive"
+    assert "no method could compare" in captured.err and captured.err.count("\n") == 1
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "base"), "--method", "weights"]) == 0
+    out = capsys.readouterr().out
+    assert "per-method tests: " in out and "verdict (per-method tests)" in out and "default verdict" not in out
