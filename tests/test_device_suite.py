@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow  # trains the smoke zoo (about 40 small models, one epoch each)
 def test_smoke_run_writes_every_figure_as_json(tmp_path):
     out = tmp_path / "results"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    # The suite's python is this test's (the script defaults to the device image's python3).
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHON": sys.executable}
     run = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_suite.sh"), "--smoke", "--out", str(out),
                           "--work", str(tmp_path / "work")], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
