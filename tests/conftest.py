@@ -65,6 +65,15 @@ def cifar_reference(torch):
 
 
 @pytest.fixture
+def lenet_file(tmp_path, torch, reference):
+    """A seeded PyTorch LeNet state dict saved with torch.save: the valid checkpoint tests start from."""
+    torch.manual_seed(0)
+    path = tmp_path / "lenet.pt"
+    torch.save(reference.LeNet().state_dict(), path)
+    return path
+
+
+@pytest.fixture
 def torch_state_dict(torch):
     def numpy_state_dict(module):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}

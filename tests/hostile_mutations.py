@@ -65,6 +65,12 @@ def _cut(data: bytes, rng) -> bytes:
     return data[:a] + data[b:] if how == 1 else data[:a] + bytes(rng.integers(0, 256, b - a, dtype=np.uint8)) + data[a:]
 
 
+
+def _damage(path, rng) -> None:
+    """Bit flips or a cut/insert, one of the two at random, in the file at `path`."""
+    raw = path.read_bytes()
+    path.write_bytes(_flip(raw, rng) if rng.integers(2) else _cut(raw, rng))
+
 # -- .pt ---------------------------------------------------------------------------------------
 
 _BASE_RECORDS = {  # name -> tensor_record kwargs over storages "0" (6 floats) and "1" (4 floats)
@@ -210,8 +216,7 @@ def _folder_case(rng, folder: Path, outside: Path) -> str:
         config_path.write_text(json.dumps(config))
         return f"config.{key}={config[key]!r:.60}"
     if kind == 1:
-        raw = config_path.read_bytes()
-        config_path.write_bytes(_flip(raw, rng) if rng.integers(2) else _cut(raw, rng))
+        _damage(config_path, rng)
         return "config.json bytes"
     index = json.loads(index_path.read_text())
     if kind == 2:
@@ -226,8 +231,7 @@ def _folder_case(rng, folder: Path, outside: Path) -> str:
         index_path.write_text(json.dumps(index))
         return f"index={str(index):.60}"
     if kind == 4:
-        raw = index_path.read_bytes()
-        index_path.write_bytes(_flip(raw, rng) if rng.integers(2) else _cut(raw, rng))
+        _damage(index_path, rng)
         return "index bytes"
     shard = folder / f"model-0000{rng.integers(1, 3)}-of-00002.safetensors"
     shard.unlink()

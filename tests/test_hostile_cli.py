@@ -44,14 +44,6 @@ def _cli_error(argv, capsys) -> str:
 
 
 @pytest.fixture
-def lenet_file(tmp_path, torch, reference):
-    torch.manual_seed(0)
-    path = tmp_path / "lenet.pt"
-    torch.save(reference.LeNet().state_dict(), path)
-    return path
-
-
-@pytest.fixture
 def stored(tmp_path):
     """Two small stored models (untrained, different keys): enough for any CLI path."""
     out = {}

@@ -15,14 +15,6 @@ from jaxprov.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def lenet_file(tmp_path, torch, reference):
-    torch.manual_seed(0)
-    path = tmp_path / "lenet.pt"
-    torch.save(reference.LeNet().state_dict(), path)
-    return path
-
-
 def test_round_trip_in_a_process_without_torch(tmp_path, lenet_file):
     out, model, converted = jaxprov.convert(lenet_file, tmp_path / "stored")
     assert converted and (out / "jaxprov.json").exists()
