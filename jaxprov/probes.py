@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import stat
 import uuid
@@ -31,6 +32,9 @@ from jaxprov.errors import ArgumentError, JaxprovError
 from jaxprov.model import InputSpec
 
 MAX_UNKNOWN_SHARE = 0.5  # text seeds: above this share of [UNK] tokens the tokenizer does not fit
+# An .npy/.npz of seeds or a stored probes file larger than this (on disk, or an .npz array once
+# decompressed) is refused before it is read: a crafted header or zip bomb allocates nothing.
+MAX_ARRAY_BYTES = 4 << 30
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -86,10 +90,10 @@ class Probes:
     def load(cls, path: str | os.PathLike) -> "Probes":
         try:
             with np.load(path, allow_pickle=False) as data:
-                header = json.loads(str(data["__meta__"]))
-                leaves = [data[f"leaf{i}"] for i in range(len(header["keys"]))]
-                labels = data["labels"] if "labels" in data.files else None
-        except (OSError, KeyError, ValueError) as err:
+                header = json.loads(str(_npz_array(data, "__meta__", path)))
+                leaves = [_npz_array(data, f"leaf{i}", path) for i in range(len(header["keys"]))]
+                labels = _npz_array(data, "labels", path) if "labels" in data.files else None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise JaxprovError(f"{path}: not a jaxprov probes file ({type(err).__name__})") from None
         probes = cls(_tree_build(header["tree"], iter(leaves)), header["meta"], labels)
         if probes.digest != header["digest"]:
@@ -147,6 +151,8 @@ def array_images(path: str | os.PathLike, with_labels: bool = False):
     labels = None
     if not _regular(path):
         raise JaxprovError(f"{path}: no such file (or not a regular file); pass an existing .npy/.npz file of images")
+    if os.stat(path).st_size > MAX_ARRAY_BYTES:
+        raise _too_large(path, f"{os.stat(path).st_size:,} bytes")
     try:
         # .npy through a memory map: a header claiming more data than the file holds fails here,
         # before anything of that size is allocated.
@@ -155,9 +161,9 @@ def array_images(path: str | os.PathLike, with_labels: bool = False):
             with data:
                 if not data.files:
                     raise JaxprovError(f"{path}: an empty .npz; put the images in an array named 'x'")
-                array = data["x"] if "x" in data.files else data[data.files[0]]
+                array = _npz_array(data, "x" if "x" in data.files else data.files[0], path)
                 if "y" in data.files:
-                    labels = np.asarray(data["y"])
+                    labels = np.asarray(_npz_array(data, "y", path))
         else:
             array = data
     except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as err:
@@ -273,6 +279,27 @@ def text_seeds(path: str | os.PathLike, tokenizer_dir: str | os.PathLike, n: int
             raise JaxprovError(f"{path}: {share:.0%} of the tokens are unknown to the tokenizer in {tokenizer_dir}; "
                                "use that model's own tokenizer, or sentences in its language")
     return Probes(inputs, {"source": str(path), "n": n, "key": key_repr(key), "max_length": max_length})
+
+
+def _too_large(path, what: str) -> JaxprovError:
+    return JaxprovError(f"{path}: {what}, more than the {MAX_ARRAY_BYTES:,} bytes jaxprov reads from one seeds or "
+                        "probes file; use fewer seeds (a few thousand are plenty)")
+
+
+def _npz_array(npz, name: str, path) -> np.ndarray:
+    """Array `name` of an open .npz, refused with one line (nothing allocated) when it decompresses to
+    more than MAX_ARRAY_BYTES or its header claims more data than its member holds."""
+    info = npz.zip.getinfo(f"{name}.npy" if f"{name}.npy" in npz.zip.namelist() else name)
+    if info.file_size > MAX_ARRAY_BYTES:
+        raise _too_large(path, f"array {name!r} decompresses to {info.file_size:,} bytes")
+    with npz.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise JaxprovError(f"{path}: array {name!r} claims shape {shape} of {dtype}, more data than the file "
+                           "holds (truncated or crafted); pass a complete .npz")
+    return npz[name]
 
 
 def _regular(path: str | os.PathLike) -> bool:

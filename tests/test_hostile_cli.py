@@ -174,6 +174,46 @@ def test_npy_seeds_claiming_more_data_than_the_file_holds(tmp_path):
         probes.seeds(str(path), SPEC, 2, KEY)
 
 
+def _npz_with(path, member: str, data: bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(member, data)
+    return path
+
+
+def test_npz_seeds_and_probes_files_claiming_more_data_than_they_hold(tmp_path):
+    import io
+
+    header = io.BytesIO()  # an .npy member whose header claims 3 TB, followed by 400 bytes
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 28, 28)})
+    member = header.getvalue() + bytes(400)
+    with pytest.raises(JaxprovError, match=r"array 'x' claims shape \(1000000000, 28, 28\)") as err:
+        probes.seeds(str(_npz_with(tmp_path / "s.npz", "x.npy", member)), SPEC, 2, KEY)
+    assert "s.npz" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(JaxprovError, match="claims shape"):
+        probes.Probes.load(_npz_with(tmp_path / "p.npz", "__meta__.npy", member))
+
+
+def test_seed_and_probes_files_over_the_size_bound_are_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(probes, "MAX_ARRAY_BYTES", 50_000)
+    x = np.zeros((100, 28, 28), np.float32)  # 313,600 bytes, to the bound's 50,000
+    np.save(tmp_path / "big.npy", x)
+    np.savez_compressed(tmp_path / "bomb.npz", x=x)  # a few hundred bytes on disk, 313,728 unpacked
+    assert (tmp_path / "bomb.npz").stat().st_size < 50_000
+    with pytest.raises(JaxprovError, match=r"big.npy: 313,728 bytes, more than the 50,000 bytes"):
+        probes.seeds(str(tmp_path / "big.npy"), SPEC, 2, KEY)
+    with pytest.raises(JaxprovError, match=r"bomb.npz: array 'x' decompresses to 313,728 bytes, more than the 50,000"):
+        probes.seeds(str(tmp_path / "bomb.npz"), SPEC, 2, KEY)
+    small = probes.seeds("synthetic", SPEC, 4, KEY)
+    small.save(tmp_path / "probes.npz")
+    assert probes.Probes.load(tmp_path / "probes.npz").digest == small.digest
+    big = probes.Probes(np.zeros((100, 28, 28, 1), np.float32), {"n": 100})
+    big.save(tmp_path / "big-probes.npz")
+    with pytest.raises(JaxprovError, match="big-probes.npz: array 'leaf0' decompresses to"):
+        probes.Probes.load(tmp_path / "big-probes.npz")
+
+
 def test_npz_seeds_with_nan_are_refused(tmp_path):
     x = np.full((3, 28, 28, 1), 0.5, np.float32)
     x[1, 0, 0, 0] = np.nan
