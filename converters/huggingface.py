@@ -22,8 +22,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-import converters
 from converters import hf_bert, readers
+from converters.state_dict import from_state_dict
 from jaxprov.errors import ArchitectureError, CheckpointError
 from jaxprov.model import Model
 
@@ -125,4 +125,4 @@ def load_hf_directory(path: str | Path, arch: str | None = None) -> Model:
     name = hub_name if _HUB_ID.match(hub_name) else directory.resolve().name
     meta = {"source": {"path": str(directory.resolve()), "format": "huggingface"},
             "hf_config": config}
-    return converters.from_state_dict(state_dict, arch, name=name, source=str(directory), meta=meta)
+    return from_state_dict(state_dict, arch, name=name, source=str(directory), meta=meta)

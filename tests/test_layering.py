@@ -25,10 +25,6 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     # issue 14 point 3 (the method contract, "core"): reference_meta reads the reference's params
     # digest from the model store; the contract's model hooks are to hand it over instead.
     ("jaxprov.methods.base", "jaxprov.store"): "issue 14 point 3/4",
-    # issue 14 point 4: the Hugging Face loader calls back converters.from_state_dict, which lives in
-    # the package's __init__ (issue 9's readers own the loader); a module of its own for
-    # from_state_dict/detect_arch would end this cycle.
-    ("converters.huggingface", "converters"): "issue 14 point 4",
 }
 
 
