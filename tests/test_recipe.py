@@ -81,7 +81,9 @@ def test_domains_are_raw_disjoint_deterministic_copies(name):
 def test_split_sizes_and_labels():
     sizes = {f"{d}:{s}": len(y) for d in data.SPLITS for s, (_, y) in data.domain(d).items()}
     assert sizes == {"mnist:base": 2000, "mnist:finetune": 1000, "mnist:query": 1000, "mnist:test": 1000,
-                     "digits:train": 1300, "digits:test": 497, "lfw:train": 140, "lfw:test": 60}
+                     "digits:train": 1300, "digits:test": 497, "lfw:train": 140, "lfw:test": 60,
+                     **{f"{d}:{s}": n for d in ("mnistm", "syn", "mnist_invert", "mnist_colour", "mnist_texture")
+                        for s, n in (("train", 4000), ("test", 1000))}}
     lfw = np.concatenate([y for _, y in data.domain("lfw").values()])
     assert np.bincount(lfw).tolist() == [100, 100]  # 100 faces, 100 non-faces
     # The MNIST zoo trains and queries on these same splits, under the same names.
