@@ -27,6 +27,14 @@ def _truth(model) -> str:
     return f"{lineage['derivation']} of {lineage['parent']}" if lineage.get("parent") else "independent"
 
 
+def _table(rows: list[list[str]], right_aligned: tuple[int, ...] = ()) -> str:
+    """Rows as indented columns, each as wide as its longest cell (model names run to 18 characters)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(cell.rjust(w) if i in right_aligned else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows)
+    return "\n".join(f"      {line}".rstrip() for line in lines)
+
+
 def run(out: Path) -> int:
     import jaxprov
     from jaxprov.training.mnist import LINEAGE, build_or_load
@@ -38,9 +46,8 @@ def run(out: Path) -> int:
     t0 = time.perf_counter()
     print("[1/3] building the MNIST zoo (a LeNet base, 3 derived children, 4 independent models)")
     models, _ = build_or_load(out / "zoo")
-    for name, m in models.items():
-        how = _truth(m) if name in LINEAGE[1:] else "trained from scratch"
-        print(f"      {name:14s} {m.arch:6s} test accuracy {m.meta['accuracy']['test']:.3f}   {how}")
+    print(_table([[name, m.arch, f"test accuracy {m.meta['accuracy']['test']:.3f}",
+                   _truth(m) if name in LINEAGE[1:] else "trained from scratch"] for name, m in models.items()]))
     print(f"      ({time.perf_counter() - t0:.0f} s)")
 
     base = models["base"]
@@ -58,15 +65,13 @@ def run(out: Path) -> int:
     print(f"      ({time.perf_counter() - t1:.0f} s)")
 
     print("[3/3] is each model derived from the base?")
-    print(f"      {'model':14s} {'truth':24s} {'jaxprov':12s} {'P(derived)':>10s}")
-    wrong = []
+    rows, wrong = [["model", "truth", "jaxprov", "P(derived)", ""]], []
     for name, result in calls.items():
-        truth = "derived" if name in derived else "independent"
-        right = result.verdict == truth
+        right = result.verdict == ("derived" if name in derived else "independent")
         wrong += [] if right else [name]
         prob = "n/a" if result.probability is None else f"{result.probability:.3f}"
-        print(f"      {name:14s} {_truth(models[name]):24s} {result.verdict:12s} {prob:>10s}"
-              f"   {'right' if right else 'WRONG'}")
+        rows.append([name, _truth(models[name]), result.verdict, prob, "right" if right else "WRONG"])
+    print(_table(rows, right_aligned=(3,)))
     (out / "calls.json").write_text(json.dumps({n: {"truth": "derived" if n in derived else "independent",
                                                     **c.to_json()} for n, c in calls.items()}, indent=1, default=str))
     print(f"      (each call's reason and per-method tests: {out / 'calls.json'})")

@@ -5,7 +5,8 @@ A stored model directory holds `params/` (an orbax checkpoint of the plain param
 sibling directory `.NAME.tmp-*` and renamed into place, so a crash never leaves a half-written model
 under the final name. The writer holds an exclusive `flock` on that temporary directory while it
 writes; the next write to the same place removes every `.NAME.tmp-*` sibling whose lock it can take
-(its writer died) and that is older than STALE_AFTER_S (a writer takes its lock right after mkdir).
+(its writer died) and that is older than `atomic.STALE_AFTER_S` (a writer takes its lock right
+after mkdir), the same test `jaxprov.atomic` applies to the temporaries of file writes.
 Orbax writes synchronously (no background threads), so a failed write ends with one StoreError and
 the process exits.
 
@@ -25,7 +26,6 @@ import math
 import os
 import shutil
 import stat
-import time
 import uuid
 import warnings
 import weakref
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxprov.errors import CheckpointError, StoreError
+from jaxprov.atomic import remove_if_abandoned
+from jaxprov.errors import StoreError
 from jaxprov.model import OUTPUT_KINDS, InputSpec, Model
 from jaxprov.version import __version__
 
@@ -44,7 +45,6 @@ MODEL_ENTRIES = frozenset({META_FILE, PARAMS_DIR})  # everything a stored model 
 FORMAT = "jaxprov-model"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 16 << 20  # a jaxprov.json larger than this is not one jaxprov wrote
-STALE_AFTER_S = 60.0  # an unlocked temporary younger than this may belong to a writer about to lock it
 
 
 def default_root() -> Path:
@@ -60,32 +60,6 @@ def os_error_line(path: str | os.PathLike, err: OSError, what: str = "cannot rea
               errno.EROFS: "choose a writable location", errno.ENOSPC: "free some space",
               errno.ENOENT: "check the path"}.get(err.errno, "check the path and its permissions")
     return f"{path}: {what} ({reason}); {advice}"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a regular file, or of a directory's regular files (names and contents, sorted).
-
-    Only regular files are read: a FIFO or device (which would block or never end) is refused when
-    given, and skipped inside a directory."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    try:
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
-        elif stat.S_ISREG(os.stat(path).st_mode):
-            files = [path]
-        else:
-            raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); "
-                                  "point at a checkpoint file or folder")
-        for file in files:
-            if path.is_dir():
-                digest.update(str(file.relative_to(path)).encode() + b"\0")
-            with open(file, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
-    except OSError as err:
-        raise CheckpointError(os_error_line(getattr(err, "filename", None) or path, err)) from None
-    return digest.hexdigest()
 
 
 def params_digest(params) -> str:
@@ -265,34 +239,17 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     """Remove the `.NAME.tmp-*` folders beside `target` that interrupted writes left; returns them.
 
     A folder counts as stale when its exclusive lock can be taken (the writer holding it is gone:
-    the kernel drops a dead process's flocks) and it is older than STALE_AFTER_S (a writer locks
-    its folder right after creating it). `.NAME.old-*` folders (an interrupted replace's old
+    the kernel drops a dead process's flocks) and it is older than `atomic.STALE_AFTER_S` (a writer
+    locks its folder right after creating it): `atomic.remove_if_abandoned`, as for files. `.NAME.old-*` folders (an interrupted replace's old
     copy) are removed by the same test once `target` exists again."""
     target = Path(target)
-    removed = []
     prefixes = [f".{target.name}.tmp-"] + ([f".{target.name}.old-"] if target.exists() else [])
     try:
         candidates = [p for p in target.parent.iterdir()
                       if any(p.name.startswith(prefix) for prefix in prefixes) and not p.is_symlink() and p.is_dir()]
     except OSError:
-        return removed
-    for candidate in candidates:
-        try:
-            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # a live writer holds it
-            os.close(fd)
-            continue
-        try:
-            if time.time() - os.fstat(fd).st_mtime >= STALE_AFTER_S:
-                shutil.rmtree(candidate, ignore_errors=True)
-                removed.append(candidate)
-        finally:
-            os.close(fd)  # closing drops the lock
-    return removed
+        return []
+    return [candidate for candidate in candidates if remove_if_abandoned(candidate)]
 
 
 def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import converters
 import jaxprov
 from jaxprov.cli import main
 
@@ -47,7 +48,7 @@ def test_conversion_is_content_addressed(tmp_path, lenet_file, monkeypatch):
     assert again == first and not converted
     assert (first / "jaxprov.json").stat().st_mtime_ns == stamp
     meta = json.loads((first / "jaxprov.json").read_text())
-    assert meta["source"]["sha256"] == jaxprov.store.file_digest(lenet_file)
+    assert meta["source"]["sha256"] == converters.source_digest(lenet_file)
     assert meta["arch"] == "lenet" and meta["num_params"] == 61706
 
 
@@ -60,7 +61,7 @@ def test_out_holding_another_model_is_kept_unless_forced(tmp_path, lenet_file, t
     with pytest.raises(jaxprov.StoreError, match="already holds another model"):
         jaxprov.convert(other, out)
     _, model, converted = jaxprov.convert(other, out, force=True)
-    assert converted and jaxprov.load(out).meta["source"]["sha256"] == jaxprov.store.file_digest(other)
+    assert converted and jaxprov.load(out).meta["source"]["sha256"] == converters.source_digest(other)
 
 
 def test_cli_convert_and_info(tmp_path, lenet_file, capsys):
@@ -68,7 +69,7 @@ def test_cli_convert_and_info(tmp_path, lenet_file, capsys):
     assert "arch:        lenet" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "m"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["arch"] == "lenet" and info["source"]["sha256"] == jaxprov.store.file_digest(lenet_file)
+    assert info["arch"] == "lenet" and info["source"]["sha256"] == converters.source_digest(lenet_file)
     assert main(["info", str(lenet_file)]) == 0
     assert "parameters:  61,706" in capsys.readouterr().out
 
@@ -145,11 +146,11 @@ def test_force_replaces_only_a_folder_holding_nothing_but_a_stored_model(tmp_pat
     err = _cli_error(["convert", str(other), "--out", str(out), "--force"], capsys)
     assert "notes.txt, results" in err and "refusing to replace" in err
     assert (out / "notes.txt").read_text() == "mine"
-    assert jaxprov.load(out).meta["source"]["sha256"] == jaxprov.store.file_digest(lenet_file)  # unchanged
+    assert jaxprov.load(out).meta["source"]["sha256"] == converters.source_digest(lenet_file)  # unchanged
     (out / "notes.txt").unlink()
     (out / "results").rmdir()
     assert main(["convert", str(other), "--out", str(out), "--force"]) == 0
-    assert jaxprov.load(out).meta["source"]["sha256"] == jaxprov.store.file_digest(other)
+    assert jaxprov.load(out).meta["source"]["sha256"] == converters.source_digest(other)
 
 
 def test_stale_temporaries_are_removed_by_the_next_write_live_ones_kept(tmp_path):
@@ -158,7 +159,7 @@ def test_stale_temporaries_are_removed_by_the_next_write_live_ones_kept(tmp_path
     import time
 
     model = jaxprov.models.init("lenet", __import__("jax").random.PRNGKey(0))
-    old = time.time() - 2 * jaxprov.store.STALE_AFTER_S
+    old = time.time() - 2 * jaxprov.atomic.STALE_AFTER_S
 
     def temporary(name, age):
         path = tmp_path / name
@@ -180,6 +181,40 @@ def test_stale_temporaries_are_removed_by_the_next_write_live_ones_kept(tmp_path
         os.close(fd)
     assert not stale.exists() and young.exists() and live.exists() and other.exists()
     assert jaxprov.load(tmp_path / "m").arch == "lenet"
+
+
+def test_temporaries_of_killed_file_writers_are_removed_by_the_next_write(tmp_path):
+    import fcntl
+    import os
+    import time
+
+    from jaxprov.atomic import STALE_AFTER_S, atomic_write
+
+    old = time.time() - 2 * STALE_AFTER_S
+
+    def temporary(name, age):
+        path = tmp_path / name
+        path.write_bytes(b"half a report")
+        os.utime(path, (age, age))
+        return path
+
+    stale = temporary(".report.json.0badc0de.tmp", old)  # its writer was killed: nobody holds its lock
+    young = temporary(".report.json.12345678.tmp", time.time())  # a writer about to take its lock
+    live = temporary(".report.json.abcdef01.tmp", old)  # a slow write still running: it holds the lock
+    others = [temporary(".report.json.old.0badc0de.tmp", old), temporary(".report.json.0badc0de.tmp.npz", old),
+              temporary(".report.jsonx.0badc0de.tmp", old)]  # another file's, or not a temporary's name
+    (tmp_path / ".report.json.0000beef.tmp").symlink_to(others[0])  # a link is never followed or removed
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        atomic_write(tmp_path / "report.json", b"{}")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "report.json").read_bytes() == b"{}"
+    assert not stale.exists() and young.exists() and live.exists() and all(p.exists() for p in others)
+    assert (tmp_path / ".report.json.0000beef.tmp").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [young.name, live.name, *(p.name for p in others), ".report.json.0000beef.tmp", "report.json"])
 
 
 def _tamper(directory, change):
