@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jaxprov.bench import reuse  # noqa: E402
 
 TINY_METHODS = {"ddv": {"n_seeds": 8, "iters": 3, "eps": 0.974, "step": 0.162},
-                "gradient_field": {"n_anchors": 4, "steps": 3}, "sac": {"n_seeds": 20}, "ipguard": {"n_seeds": 8},
+                "gradient_field": {"n_seeds": 4, "steps": 3}, "sac": {"n_seeds": 20}, "ipguard": {"n_seeds": 8},
                 "cka": {"n_seeds": 20}, "mistakes": {"n_seeds": 300, "min_probes": 3}}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jaxprov import methods, models  # noqa: E402
+from jaxprov import engine, methods, models  # noqa: E402
 from jaxprov.engine import EngineConfig, signatures, top_k_neighbours  # noqa: E402
 from jaxprov.model import Model  # noqa: E402
 from jaxprov.probes import Probes  # noqa: E402
@@ -67,7 +67,7 @@ def bench_overhead(results):
         x = model.input_spec.example(n, jax.random.PRNGKey(1))
         grad = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.max(model.apply(p, x), axis=-1)), argnums=1))
         _, t_bare = timed(lambda: grad(model.params, x), 5)
-        gf = methods.get("gradient_field", n_anchors=anchors, steps=steps)
+        gf = methods.get("gradient_field", n_seeds=anchors, steps=steps)
         probes = gf.make_probes(seeds_for(model, anchors), jax.random.PRNGKey(2))
         cfg = EngineConfig(strategy="sequential", probe_chunk=anchors)
         _, t_engine = timed(lambda: signatures(gf, [model], probes, cfg).matrix, 3)
@@ -81,11 +81,9 @@ def bench_strategies(results):
     rows = []
     for arch, ks, anchors in (("cifar_resnet20", (1, 8, 32, 128), 64), ("resnet18", (1, 8, 32), 8)):
         zoo = make_zoo(arch, max(ks))
-        for name, method in (("gradient_field", methods.get("gradient_field", n_anchors=anchors, steps=50)),
+        for name, method in (("gradient_field", methods.get("gradient_field", n_seeds=anchors, steps=50)),
                              ("ddv", methods.get("ddv", iters=10))):
-            n_seeds = anchors if name == "gradient_field" else 100
-            probes = method.make_probes(seeds_for(zoo[0], n_seeds), jax.random.PRNGKey(3),
-                                        zoo[0] if method.needs_reference else None)
+            probes = engine.probes_for(method, seeds_for(zoo[0], method.n_seeds), jax.random.PRNGKey(3), zoo[0])
             for k in ks:
                 for strategy in ("vmap", "sequential"):
                     cfg = EngineConfig(strategy=strategy, model_chunk=min(k, 32) if strategy == "vmap" else None)
@@ -140,7 +138,7 @@ def bench_torch(results, n_jax=100):
         row[f"torch_{label}_s_per_model"] = (time.perf_counter() - start) / len(nets)
         print(label, row[f"torch_{label}_s_per_model"], flush=True)
     zoo = make_zoo("cifar_vgg16_bn", n_jax)
-    gf = methods.get("gradient_field", n_anchors=anchors, steps=steps)
+    gf = methods.get("gradient_field", n_seeds=anchors, steps=steps)
     probes = gf.make_probes(seeds_for(zoo[0], anchors), jax.random.PRNGKey(4))
     for dtype in ("float32", "bfloat16"):
         _, t = timed(lambda: signatures(gf, zoo, probes, EngineConfig(dtype=dtype)).matrix)
@@ -154,7 +152,7 @@ def bench_torch(results, n_jax=100):
 SIZES = {
     "full": {"gradfield_models": 1000, "gradfield": {}, "ddv_models": 2000, "ddv": {},
              "all_pairs": ((10_000, 100), (10_000, 4096), (100_000, 100))},
-    "smoke": {"gradfield_models": 3, "gradfield": {"n_anchors": 4, "steps": 3}, "ddv_models": 3,
+    "smoke": {"gradfield_models": 3, "gradfield": {"n_seeds": 4, "steps": 3}, "ddv_models": 3,
               "ddv": {"n_seeds": 4, "iters": 2}, "all_pairs": ((300, 16), (1000, 8))},
 }
 SIZE = SIZES["full"]
@@ -164,7 +162,7 @@ def bench_zoo_gradfield(results):
     n = SIZE["gradfield_models"]
     zoo = make_zoo("cifar_resnet20", n)
     gf = methods.get("gradient_field", **SIZE["gradfield"])
-    probes = gf.make_probes(seeds_for(zoo[0], gf.n_anchors), jax.random.PRNGKey(5))
+    probes = gf.make_probes(seeds_for(zoo[0], gf.n_seeds), jax.random.PRNGKey(5))
     out = {}
     for dtype in ("float32", "bfloat16"):
         small = signatures(gf, zoo[:2], probes, EngineConfig(dtype=dtype))  # compile outside the timing
@@ -172,7 +170,7 @@ def bench_zoo_gradfield(results):
         start = time.perf_counter()
         sigs = signatures(gf, zoo, probes, EngineConfig(dtype=dtype))
         t = time.perf_counter() - start
-        out[dtype] = {"models": n, "seconds": t, "rows_per_s": n * gf.n_anchors * gf.steps / t,
+        out[dtype] = {"models": n, "seconds": t, "rows_per_s": n * gf.n_seeds * gf.steps / t,
                       "signature_floats": int(sigs.matrix.shape[1])}
         print(dtype, out[dtype], flush=True)
     results["zoo_gradient_field"] = out

@@ -28,6 +28,7 @@ import sqlite3
 import stat
 import sys
 import time
+import uuid
 import warnings
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -42,12 +43,11 @@ from jaxprov.errors import StoreError
 from jaxprov.methods.base import DEAD_NORM, Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes
-from jaxprov.store import model_digest
+from jaxprov.identity import model_digest
 from jaxprov.version import __version__
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.sqlite"
-SAVE_EVERY = 64  # models per engine call: what an interruption can lose at most, per arch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -281,27 +281,25 @@ def _signature_path(key: str) -> str:
 
 def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
                       store: SignatureStore | str | os.PathLike, config: EngineConfig = EngineConfig(),
-                      progress: Callable[[int], None] | None = None, save_every: int = SAVE_EVERY) -> Signatures:
+                      progress: Callable[[int], None] | None = None) -> Signatures:
     """`jaxprov.engine.signatures`, computing only what `store` does not already hold.
 
-    Missing signatures are computed per arch in engine calls of at most `save_every` models, and
-    each call's results are stored before the next starts: an interrupted run loses at most one
-    call's work. Models with equal weights share one stored signature and are computed once.
+    The missing signatures are asked of the engine in one call, which batches them as it always
+    does and hands back each chunk of models as it finishes (`on_chunk`); each chunk is stored
+    before the next is computed, so an interrupted run loses at most one chunk's work. Models with
+    equal weights share one stored signature and are computed once.
 
     Args:
       method, models, probes, config: as for `jaxprov.engine.signatures`.
       store: a SignatureStore or its root directory.
       progress: optional callable(n_ready): models (of `models`) whose signature is available, called
         once for those found in the store (if any) and after each computed chunk is stored.
-      save_every: models per engine call, i.e. how often results are written.
 
     Returns:
       The Signatures the engine would return, rows in the order of `models`.
     """
     if not models:
         raise ValueError("no models to fingerprint")
-    if save_every < 1:
-        raise ValueError(f"save_every must be >= 1, not {save_every}")
     store = store if isinstance(store, SignatureStore) else SignatureStore(store)
     run_id = store.start_run({"method": method.config(), "engine": dataclasses.asdict(config),
                               "probes": probes.digest, "models": [m.name for m in models]})
@@ -317,27 +315,20 @@ def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
     if hits and progress is not None:
         progress(hits)
 
-    # One model per missing key (equal weights compute once), grouped by arch in first-seen order.
-    todo: dict[str, dict[str, Model]] = {}
-    for key, model in zip(keys, models):
-        if key not in found:
-            todo.setdefault(model.arch, {}).setdefault(key, model)
-    computed = 0
-    for group in todo.values():
-        items = list(group.items())
-        for start in range(0, len(items), save_every):
-            chunk = items[start:start + save_every]
-            result = engine.signatures(method, [m for _, m in chunk], probes, config)
-            store.put([(key, vector, model) for (key, model), vector in zip(chunk, result.matrix)],
-                      method, probes.digest, config.dtype)
-            found.update((key, vector) for (key, _), vector in zip(chunk, result.matrix))
-            computed += len(chunk)
-            if progress is not None:
-                progress(sum(k in found for k in keys))
+    # One model per missing key (equal weights compute once).
+    todo = list({key: model for key, model in zip(keys, models) if key not in found}.items())
 
-    # The engine's own stacking rule: signatures whose length depends on the arch are zero-padded.
-    matrix = engine.stack_signatures(method, [found[k] for k in keys])
-    store.finish_run(run_id, {"models": len(models), "hits": hits, "computed": computed,
+    def store_chunk(indices: Sequence[int], vectors: np.ndarray) -> None:
+        chunk = [todo[i] for i in indices]
+        store.put([(key, vector, model) for (key, model), vector in zip(chunk, vectors)],
+                  method, probes.digest, config.dtype)
+        found.update((key, vector) for (key, _), vector in zip(chunk, vectors))
+        if progress is not None:
+            progress(sum(k in found for k in keys))
+
+    if todo:
+        engine.signatures(method, [m for _, m in todo], probes, config, on_chunk=store_chunk)
+    store.finish_run(run_id, {"models": len(models), "hits": hits, "computed": len(todo),
                               "dropped": dict(dropped)})
-    return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
-                      matrix=matrix, dead=np.linalg.norm(matrix, axis=1) <= DEAD_NORM, probes_digest=probes.digest)
+    return Signatures.assemble(method, [m.name for m in models], [m.arch for m in models],
+                               [found[k] for k in keys], probes.digest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -18,21 +19,16 @@ import jax
 import numpy as np
 
 from jaxprov import methods as methods_lib
-from jaxprov.engine import EngineConfig, Signatures, signatures as engine_signatures
+from jaxprov import engine as engine_lib
+from jaxprov.engine import EngineConfig, Signatures
 from jaxprov.errors import ArgumentError, JaxprovError
+from jaxprov.methods import similarity as similarity_lib
 from jaxprov.methods.base import Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes, seeds as make_seeds
 
 DERIVED_ALPHA = 0.05  # p <= alpha: derived
 INDEPENDENT_P = 0.25  # p >= this: the suspect sits inside the null's bulk: independent
-
-
-def _n_seeds(method: Method, default: int) -> int:
-    for field in ("n_seeds", "n_anchors"):
-        if hasattr(method, field):
-            return int(getattr(method, field))
-    return default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +58,17 @@ class ReferenceRows(NamedTuple):
     failed: dict[str, str]
 
 
+def renamed_cache_argument(cache, store, where: str):
+    """`cache=`, or the deprecated `store=` it replaced (a DeprecationWarning; both is an error)."""
+    if store is None:
+        return cache
+    if cache is not None:
+        raise ArgumentError(f"{where}: pass the signature cache as cache= only (store= is its old name)")
+    warnings.warn(f"{where}: store= is now called cache= (the signature cache); store= will be removed in the "
+                  "next release", DeprecationWarning, stacklevel=3)
+    return store
+
+
 class Zoo:
     """A set of models fingerprinted on shared probes.
 
@@ -73,12 +80,13 @@ class Zoo:
         generated on; default the first model. It must be fixed for signatures to be comparable.
       key: the PRNG key every probe derives from.
       engine: batching / precision / sharding (EngineConfig).
-      store: an optional jaxprov.cache.SignatureStore: stored signatures are reused, new ones saved.
+      cache: an optional signature cache (`jaxprov.cache.SignatureCache` or its directory): cached
+        signatures are reused, new ones saved. `store=` is its deprecated old name.
     """
 
     def __init__(self, models: Sequence[Model], *, seeds: str | Probes = "mnist", reference: Model | None = None,
-                 key: jax.Array | None = None, engine: EngineConfig = EngineConfig(), store=None,
-                 method_config: dict[str, dict] | None = None):
+                 key: jax.Array | None = None, engine: EngineConfig = EngineConfig(), cache=None,
+                 method_config: dict[str, dict] | None = None, store=None):
         from jaxprov import arguments
 
         models = arguments.models(models, "Zoo: models")
@@ -94,7 +102,7 @@ class Zoo:
         self.reference = reference or models[0]
         self.key = jax.random.PRNGKey(0) if key is None else key
         self.engine = engine
-        self.store = store
+        self.cache = renamed_cache_argument(cache, store, "Zoo")
         self.method_config = dict(method_config or {})
         self._probes: dict[Any, Probes] = {}
         self._signatures: dict[Any, Signatures] = {}
@@ -114,15 +122,13 @@ class Zoo:
         method = self.method(method)
         if method not in self._probes:
             seed_key, probe_key = jax.random.split(jax.random.fold_in(self.key, 0))
-            if not method.uses_probes:  # weight space: no seeds needed (any seed source will do)
+            if method.n_seeds == 0:  # weight space: no seeds needed (any seed source will do)
                 seeds = Probes(inputs=np.zeros((0,), np.float32), meta={})
             elif isinstance(self.seed_source, Probes):
                 seeds = self.seed_source
             else:
-                seeds = make_seeds(str(self.seed_source), self.reference.input_spec,
-                                   _n_seeds(method, 100), seed_key)
-            reference = self.reference if method.needs_reference else None
-            self._probes[method] = method.make_probes(seeds, probe_key, reference)
+                seeds = make_seeds(str(self.seed_source), self.reference.input_spec, method.n_seeds, seed_key)
+            self._probes[method] = engine_lib.probes_for(method, seeds, probe_key, self.reference, self.engine)
         return self._probes[method]
 
     def unavailable(self, method: str | Method) -> str | None:
@@ -138,12 +144,12 @@ class Zoo:
         method = self.method(method)
         if method not in self._signatures:
             probes = self.probes(method)
-            if self.store is not None:
+            if self.cache is not None:
                 from jaxprov.cache import cached_signatures
 
-                sigs = cached_signatures(method, self.models, probes, self.store, self.engine, progress=progress)
+                sigs = cached_signatures(method, self.models, probes, self.cache, self.engine, progress=progress)
             else:
-                sigs = engine_signatures(method, self.models, probes, self.engine, progress=progress)
+                sigs = engine_lib.signatures(method, self.models, probes, self.engine, progress=progress)
             self._signatures[method] = sigs
         return self._signatures[method]
 
@@ -169,11 +175,27 @@ class Zoo:
         model (its signature, or `dead`) has similarity 0 to every model, itself included."""
         method = self.method(method)
         sigs = self.signatures(method)
-        values = np.asarray(method.pairwise(sigs.matrix, sigs.matrix), np.float64)
-        values = _mask_incomparable(method, sigs, values, self._output_sizes())
+        values = np.asarray(similarity_lib.pairwise(method.similarity, sigs.matrix, sigs.matrix), np.float64)
+        values = _mask_incomparable(values, self._groups(method, sigs))
         dead = np.asarray(sigs.dead, bool) | self.dead()
         return Similarity(method.name, tuple(sigs.names), _zero_dead(values, dead, dead),
                           tuple(bool(d) for d in dead))
+
+    def per_reference(self, method: str | Method) -> bool | None:
+        """Whether `method`'s probes are built on the reference model (`Probes.reference`: DDV's
+        twins, IPGuard's boundary points, the reference's mistakes), so that a full matrix must be
+        read row by row (`reference_rows`); None when this zoo's reference cannot build them."""
+        if self.unavailable(method) is not None:
+            return None
+        return self.probes(method).reference is not None
+
+    def _for_reference(self, ref: Model) -> "Zoo":
+        if ref is self.reference:
+            return self
+        zoo = Zoo(self.models, seeds=self.seed_source, reference=ref, key=self.key, engine=self.engine,
+                  cache=self.cache, method_config=self.method_config)
+        zoo._dead = self.dead()  # one liveness check for every reference's zoo
+        return zoo
 
     def reference_rows(self, method: str | Method, progress=None) -> "ReferenceRows":
         """The N x N matrix of a method whose probes are built on a reference (DDV, IPGuard,
@@ -183,26 +205,24 @@ class Zoo:
         that reference's own row.
 
         A reference whose probes cannot be built (too few mistakes, say) gets a NaN row: its pairs
-        are incomparable, and `failed` says why. A method that needs no reference gives `similarity`.
+        are incomparable, and `failed` says why. A method whose probes depend on no model (the
+        first reference that builds them says so) gives `similarity`.
         """
         method = self.method(method)
-        if not method.needs_reference:
-            return ReferenceRows(self.similarity(method), {}, {})
         n = len(self.models)
         values = np.full((n, n), np.nan)
         dead = np.zeros(n, bool)
         digests: dict[str, str] = {}
         failed: dict[str, str] = {}
         for i, ref in enumerate(self.models):
-            zoo = self if ref is self.reference else Zoo(
-                self.models, seeds=self.seed_source, reference=ref, key=self.key, engine=self.engine,
-                store=self.store, method_config=self.method_config)
+            zoo = self._for_reference(ref)
             reason = zoo.unavailable(method)
             if reason is not None:
                 failed[ref.name] = reason
                 continue
+            if zoo.probes(method).reference is None:  # the same probes whatever the reference
+                return ReferenceRows(zoo.similarity(method), {}, {})
             step = None if progress is None else (lambda done, i=i: progress(i * n + done))
-            zoo._dead = self.dead()  # one liveness check for every reference's zoo
             zoo.signatures(method, progress=step)
             sim = zoo.similarity(method)
             values[i] = sim.values[i]
@@ -220,52 +240,39 @@ class Zoo:
                                       for m in self.models])
         return self._sizes
 
-    def neighbours(self, method: str | Method, k: int = 5, block: int = 4096) -> dict[str, list[tuple[str, float]]]:
-        """Each model's k most similar others, computed block by block: memory O(block x N), never N x N.
+    def _groups(self, method: Method, sigs: Signatures) -> np.ndarray | None:
+        """[N] ints, equal for models the method can compare (`Method.comparable`); None: all pairs."""
+        if method.comparable == "arch":
+            keys = list(sigs.archs)
+        elif method.comparable == "output_size":
+            keys = [int(v) for v in self._output_sizes()]
+        else:
+            return None
+        codes = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        return np.asarray([codes[k] for k in keys], np.int32)
 
-        Dot-product methods run on the accelerator (`engine.top_k_neighbours`); methods with their own
-        `pairwise` (SAC) or pairs to mask (weights, IPGuard) run the same blocks in numpy.
-        """
+    def neighbours(self, method: str | Method, k: int = 5, block: int = 4096) -> dict[str, list[tuple[str, float]]]:
+        """Each model's k most similar others (`engine.top_k_neighbours`, block by block: memory
+        O(block x N), never N x N). Pairs the method cannot compare are left out, so a model may
+        have fewer than k; a dead model has similarity 0 to every model."""
         method = self.method(method)
         sigs = self.signatures(method)
         n, k = len(sigs), min(k, len(sigs) - 1)
         if k <= 0:
             return {name: [] for name in sigs.names}
         dead = np.asarray(sigs.dead, bool) | self.dead()
-        plain = (type(method).pairwise is Method.pairwise and not method.same_arch_only
-                 and not method.same_output_size_only)
-        if plain:
-            from jaxprov.engine import top_k_neighbours
-
-            live = np.where(dead[:, None], 0.0, sigs.matrix).astype(np.float32)  # dead: 0 to everything
-            idx, val = top_k_neighbours(live, k, block)
-            return {sigs.names[i]: [(sigs.names[j], float(v)) for j, v in zip(idx[i], val[i])] for i in range(n)}
-        out: dict[str, list[tuple[str, float]]] = {}
-        for start in range(0, n, block):
-            rows = np.asarray(method.pairwise(sigs.matrix[start:start + block], sigs.matrix), np.float64)
-            rows = _mask_incomparable(method, sigs, rows, self._output_sizes(), row_offset=start)
-            rows = _zero_dead(rows, dead[start:start + block], dead)
-            rows[np.arange(rows.shape[0]), np.arange(start, start + rows.shape[0])] = -np.inf  # not yourself
-            rows = np.where(np.isnan(rows), -np.inf, rows)
-            top = np.argpartition(-rows, k - 1, axis=1)[:, :k]
-            for i, cand in enumerate(top):
-                order = cand[np.argsort(-rows[i, cand])]
-                out[sigs.names[start + i]] = [(sigs.names[j], float(rows[i, j])) for j in order
-                                              if np.isfinite(rows[i, j])]
-        return out
+        idx, val = engine_lib.top_k_neighbours(sigs.matrix, k, block, similarity=method.similarity,
+                                               groups=self._groups(method, sigs), dead=dead)
+        return {sigs.names[i]: [(sigs.names[j], float(v)) for j, v in zip(idx[i], val[i]) if np.isfinite(v)]
+                for i in range(n)}
 
 
-def _mask_incomparable(method: Method, sigs: Signatures, values: np.ndarray, out_sizes: np.ndarray,
-                       row_offset: int = 0) -> np.ndarray:
-    """NaN where the method cannot compare a pair: different archs (weight space), different output
-    widths (label agreement); the engine zero-pads such signatures, so their dot products mean nothing."""
-    rows = np.arange(row_offset, row_offset + values.shape[0])
-    archs = np.asarray(sigs.archs)
-    if method.same_arch_only:
-        values = np.where(archs[rows][:, None] == archs[None, :], values, np.nan)
-    if method.same_output_size_only:
-        values = np.where(out_sizes[rows][:, None] == out_sizes[None, :], values, np.nan)
-    return values
+def _mask_incomparable(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """NaN where the method cannot compare a pair (different groups: archs for weight space, output
+    widths for label agreement); the engine zero-pads such signatures, so their products mean nothing."""
+    if groups is None:
+        return values
+    return np.where(groups[:, None] == groups[None, :], values, np.nan)
 
 
 def _zero_dead(values: np.ndarray, dead_rows: np.ndarray, dead_cols: np.ndarray) -> np.ndarray:
@@ -430,8 +437,8 @@ def _check_model(value, what: str) -> None:
 
 def compare(a: Model, b: Model, methods: str | Method | Sequence[str | Method] | None = None, *,
             null: Sequence[Model] = (), seeds: str | Probes | None = None, key: jax.Array | None = None,
-            alpha: float = DERIVED_ALPHA, engine: EngineConfig = EngineConfig(), store=None,
-            verdict=None) -> Comparison:
+            alpha: float = DERIVED_ALPHA, engine: EngineConfig = EngineConfig(), cache=None,
+            verdict=None, store=None) -> Comparison:
     """Is `b` derived from `a`? Per-method similarity and named answers: the default verdict
     and/or the per-method tests.
 
@@ -474,7 +481,8 @@ def compare(a: Model, b: Model, methods: str | Method | Sequence[str | Method] |
         models = [dataclasses.replace(m, name=f"{i}:{m.name}") for i, m in enumerate([a, b, *null])]
     else:
         models = [a, b, *null]
-    zoo = Zoo(models, seeds=seeds, reference=models[0], key=key, engine=engine, store=store,
+    zoo = Zoo(models, seeds=seeds, reference=models[0], key=key, engine=engine,
+              cache=renamed_cache_argument(cache, store, "compare"),
               method_config=dict(combo.method_config) if combo else None)
     results, evidence = [], {}
     # The null that calibrates the default verdict is the suspect's own kind when there are enough

@@ -61,7 +61,7 @@ def run(out: Path) -> int:
         if name == "base":
             continue
         null = [models[n] for n in independent if n != name]
-        calls[name] = jaxprov.compare(base, model, null=null, key=jax.random.PRNGKey(0), store=store)
+        calls[name] = jaxprov.compare(base, model, null=null, key=jax.random.PRNGKey(0), cache=store)
     print(f"      ({time.perf_counter() - t1:.0f} s)")
 
     print("[3/3] is each model derived from the base?")

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxprov.engine import EngineConfig, Signatures, signatures
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import DEAD_NORM, Method
+from jaxprov.methods.base import Method
 from jaxprov.model import Model
 from jaxprov.probes import Probes
 
@@ -61,15 +61,14 @@ def zoo_signatures(method: Method, names: Sequence[str], load: Callable[[int], M
     block = np.zeros((per, local.matrix.shape[1]), np.float32)
     block[: len(models)] = local.matrix
     # Arch keys travel as 56-bit hashes; a host names the archs it loaded and labels the others by hash,
-    # which keeps equal archs equal (all same_arch_only masking needs).
+    # which keeps equal archs equal (all comparable="arch" masking needs).
     archs = np.zeros((per,), np.int64)
     archs[: len(models)] = [_stable_hash(m.arch) for m in models]
     gathered = np.asarray(multihost_utils.process_allgather(block)).reshape(count * per, -1)[:n]
     arch_hashes = np.asarray(multihost_utils.process_allgather(archs)).reshape(-1)[:n]
     arch_of = {_stable_hash(m.arch): m.arch for m in models}
     all_archs = tuple(arch_of.get(int(h), f"arch#{int(h):x}") for h in arch_hashes)
-    return Signatures(method=method, names=tuple(names), archs=all_archs, matrix=gathered,
-                      dead=np.linalg.norm(gathered, axis=1) <= DEAD_NORM, probes_digest=probes.digest)
+    return Signatures.assemble(method, names, all_archs, list(gathered), probes.digest)
 
 
 def _stable_hash(text: str) -> int:

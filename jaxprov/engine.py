@@ -27,8 +27,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprov.errors import JaxprovError
+from jaxprov.methods import similarity as similarity_lib
 from jaxprov.methods.base import DEAD_NORM, Method
-from jaxprov.model import Model, stack_params
+from jaxprov.model import Model, ModelFns, stack_params
 from jaxprov.probes import Probes
 
 # "auto" vmaps only models this small and without convolution kernels (see the module docstring).
@@ -69,6 +70,26 @@ class Signatures:
     def __len__(self) -> int:
         return len(self.names)
 
+    @classmethod
+    def assemble(cls, method: Method, names: Sequence[str], archs: Sequence[str], vectors: Sequence[np.ndarray],
+                 probes_digest: str) -> "Signatures":
+        """The one assembly of signatures (the engine's, the cache's, the multi-host gather's).
+
+        Methods whose length depends on the model (weights: the arch; IPGuard: the output size) are
+        zero-padded to the longest: padding changes no dot product between comparable (equal-length)
+        signatures, and the comparison layer masks the others. A zero vector is a dead model."""
+        lengths = {len(v) for v in vectors}
+        if len(lengths) > 1:
+            if method.comparable == "any":
+                raise JaxprovError(f"method {method.name!r} gave signatures of different lengths "
+                                   f"{sorted(lengths)[:4]}; it should give one length for every model on shared "
+                                   "probes (or declare comparable = 'arch' / 'output_size')")
+            width = max(lengths)
+            vectors = [np.pad(v, (0, width - len(v))) for v in vectors]
+        matrix = np.stack(vectors).astype(np.float32)
+        return cls(method=method, names=tuple(names), archs=tuple(archs), matrix=matrix,
+                   dead=np.linalg.norm(matrix, axis=1) <= DEAD_NORM, probes_digest=probes_digest)
+
 
 def _cast(tree, dtype: str):
     if dtype == "float32":
@@ -77,12 +98,17 @@ def _cast(tree, dtype: str):
                                   tree)
 
 
+def _float32(tree):
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                                  tree)
+
+
 @functools.lru_cache(maxsize=128)
-def _compiled(method: Method, apply: Callable, vmapped: bool, dtype: str):
+def _compiled(method: Method, fns: ModelFns, vmapped: bool, dtype: str):
     """(rows_fn, finalize_fn), jitted; cached so every chunk of an arch reuses one executable."""
 
     def rows(params, probes):
-        out = method.rows(apply, _cast(params, dtype), _cast(probes, dtype))
+        out = method.rows(fns, _cast(params, dtype), _cast(probes, dtype))
         return out.astype(jnp.float32)
 
     if vmapped:
@@ -91,9 +117,11 @@ def _compiled(method: Method, apply: Callable, vmapped: bool, dtype: str):
 
 
 @functools.lru_cache(maxsize=128)
-def _compiled_from_params(method: Method, dtype: str):
-    """`method.signature_from_params`, jitted; jit's own cache keeps one executable per param tree."""
-    return jax.jit(lambda params: method.signature_from_params(_cast(params, dtype)).astype(jnp.float32))
+def _compiled_params_only(method: Method, fns: ModelFns, dtype: str):
+    """The signature of a method whose probes hold no items (weight space): `rows` reads the params
+    alone, so rows and finalize run as one program per model; jit's cache keeps one per param tree."""
+    return jax.jit(lambda params, probes: method.finalize(method.rows(fns, _cast(params, dtype), probes))
+                   .astype(jnp.float32))
 
 
 def _vmap_pays_off(model: Model) -> bool:
@@ -110,17 +138,23 @@ def _device_budget(device) -> int:
     return int(limit * MEMORY_FRACTION) if limit else CPU_MEMORY_BUDGET
 
 
-def _cost_per_item(rows_fn, params, probes: Probes, vmapped: bool) -> float | None:
-    """Temporary bytes per (model x probe item), from XLA's memory analysis of a small trial chunk."""
-    trial = min(probes.n, 4)
-    chunk = probes.take(0, trial).inputs
+def _n_items(tree) -> int:
+    return int(jax.tree_util.tree_leaves(tree)[0].shape[0])
+
+
+def _take(tree, start: int, stop: int):
+    return jax.tree_util.tree_map(lambda a: a[start:stop], tree)
+
+
+def _cost_per_item(fn, params, inputs, *extra, models: int = 1) -> float | None:
+    """Temporary bytes per (model x input item), from XLA's memory analysis of a small trial chunk."""
+    trial = min(_n_items(inputs), 4)
     try:
-        analysis = rows_fn.lower(params, chunk).compile().memory_analysis()
+        analysis = fn.lower(params, _take(inputs, 0, trial), *extra).compile().memory_analysis()
     except Exception:
         return None
     if analysis is None:
         return None
-    models = jax.tree_util.tree_leaves(params)[0].shape[0] if vmapped else 1
     total = analysis.temp_size_in_bytes + analysis.output_size_in_bytes
     return total / (models * trial)
 
@@ -146,30 +180,20 @@ def _pad_probes(chunk, size: int):
         lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)]), chunk)
 
 
-def stack_signatures(method: Method, out: list[np.ndarray]) -> np.ndarray:
-    """[N, D]. Methods whose length depends on the model (weights: the arch; IPGuard: the output size)
-    are zero-padded to the longest: padding changes no dot product between comparable (equal-length)
-    signatures, and the comparison layer masks the others."""
-    lengths = {len(s) for s in out}
-    if len(lengths) > 1:
-        if not (method.same_arch_only or method.same_output_size_only):
-            raise JaxprovError(f"method {method.name!r} gave signatures of different lengths {sorted(lengths)[:4]}; "
-                               "it should give one length for every model on shared probes")
-        width = max(lengths)
-        out = [np.pad(s, (0, width - len(s))) for s in out]
-    return np.stack(out).astype(np.float32)
-
-
 def signatures(method: Method, models: Sequence[Model], probes: Probes, config: EngineConfig = EngineConfig(),
-               progress: Callable | None = None) -> Signatures:
+               progress: Callable[[int], None] | None = None,
+               on_chunk: Callable[[Sequence[int], np.ndarray], None] | None = None) -> Signatures:
     """One signature per model. Models of every arch are allowed; each arch compiles once.
 
     Args:
       method: a signature method (jaxprov.methods).
       models: the zoo, any mix of archs.
-      probes: built by `method.make_probes` (shared by the zoo).
+      probes: built by `method.make_probes` (shared by the zoo; `probes_for` builds them batched).
       config: batching / precision / sharding choices.
       progress: optional callable(n_done_models) called after each chunk.
+      on_chunk: optional callable(indices into `models`, their signatures [k, D]) called after each
+        chunk of models, before `progress`: the signature cache stores each chunk as it comes, so an
+        interrupted run loses at most one chunk.
     """
     if not models:
         raise ValueError("no models to fingerprint")
@@ -179,29 +203,35 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
         groups.setdefault(m.arch, []).append(i)
     devices = jax.local_devices() if config.shard else jax.local_devices()[:1]
     done = 0
+
+    def finished(indices: Sequence[int], vectors: np.ndarray) -> None:
+        nonlocal done
+        for i, v in zip(indices, vectors):
+            out[i] = v
+        if on_chunk is not None:
+            on_chunk(list(indices), vectors)
+        done += len(indices)
+        if progress is not None:
+            progress(done)
+
     for arch, index in groups.items():
         members = [models[i] for i in index]
-        if not method.uses_probes:
-            # Weight-space signatures: no probes, no forward pass; flattening params gains nothing from vmap.
-            from_params = _compiled_from_params(method, config.dtype)
-            for i, m in zip(index, members):
-                out[i] = np.asarray(from_params(m.params))
-            done += len(members)
-            if progress is not None:
-                progress(done)
+        if probes.n == 0:
+            # No probe items: the signature reads the params alone (weight space); vmap gains nothing.
+            from_params = _compiled_params_only(method, members[0].fns, config.dtype)
+            finished(index, np.stack([np.asarray(from_params(m.params, probes.inputs)) for m in members]))
             continue
         strategy = config.strategy
         if strategy == "auto":
             strategy = "vmap" if _vmap_pays_off(members[0]) else "sequential"
         vmapped = strategy == "vmap"
-        fn = members[0].features if method.uses_features else members[0].apply
-        rows_fn, fin_fn = _compiled(method, fn, vmapped, config.dtype)
+        rows_fn, fin_fn = _compiled(method, members[0].fns, vmapped, config.dtype)
         # Estimate memory with as many models as one call will hold: grouped-conv workspaces grow
         # faster than linearly in the model count, so a one-model trial underestimates.
         trial_k = min(len(members), config.model_chunk or 8) if vmapped else 1
         sample = stack_params(members[:trial_k]) if vmapped else members[0].params
         per_item = None if (config.model_chunk and config.probe_chunk) else _cost_per_item(
-            rows_fn, sample, probes, vmapped)
+            rows_fn, sample, probes.inputs, models=trial_k)
         n_dev = len(devices) if vmapped else 1
         k, c = _plan_chunks(config, len(members), probes.n, per_item, _device_budget(devices[0]), n_dev, vmapped)
         sharding = NamedSharding(Mesh(np.array(devices), ("models",)), PartitionSpec("models")) if (
@@ -223,40 +253,111 @@ def signatures(method: Method, models: Sequence[Model], probes: Probes, config: 
             all_rows = jnp.concatenate(rows, axis=1 if vmapped else 0)
             sig = np.asarray(fin_fn(all_rows))
             sig = sig[: len(chunk_models)] if vmapped else sig[None]
-            for j, s in enumerate(sig):
-                out[index[start + j]] = s
-            done += len(chunk_models)
-            if progress is not None:
-                progress(done)
-    matrix = stack_signatures(method, out)
-    dead = np.linalg.norm(matrix, axis=1) <= DEAD_NORM
-    return Signatures(method=method, names=tuple(m.name for m in models), archs=tuple(m.arch for m in models),
-                      matrix=matrix, dead=dead, probes_digest=probes.digest)
+            finished(index[start:start + len(chunk_models)], sig)
+    return Signatures.assemble(method, [m.name for m in models], [m.arch for m in models], out, probes.digest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe builders: a method's per-input computation on a reference model, batched like signatures.
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_map(fn: Callable, static, fns: ModelFns, dtype: str):
+    def run(params, chunk, shared):
+        return _float32(fn(static, fns, _cast(params, dtype), _cast(chunk, dtype), _cast(shared, dtype)))
+
+    return jax.jit(run)
+
+
+def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: EngineConfig = EngineConfig()):
+    """`fn(static, model.fns, params, chunk, shared)` over `inputs` (a pytree with a leading item
+    axis) in chunks, concatenated: what probe builders run on a reference model (DDV's PGD twins,
+    IPGuard's boundary search, the reference's labels for `mistakes`).
+
+    `fn` must compute each item from its own inputs (and `shared`) alone; it is a module-level
+    function and `static` a hashable config, so that one executable serves every chunk and every
+    call. Chunks are planned like signatures' (`config.probe_chunk`, or from XLA's memory analysis
+    against the device budget), the last one padded to the same compiled shape; `config.dtype`
+    casts params, inputs and `shared`, and floating outputs come back as float32.
+    """
+    n = _n_items(inputs)
+    run = _compiled_map(fn, static, model.fns, config.dtype)
+    if n == 0:
+        return run(model.params, inputs, shared)
+    device = (jax.local_devices() if config.shard else jax.local_devices()[:1])[0]
+    per_item = None if config.probe_chunk else _cost_per_item(run, model.params, inputs, shared)
+    _, c = _plan_chunks(config, 1, n, per_item, _device_budget(device), 1, False)
+    parts = []
+    for p0 in range(0, n, c):
+        valid = min(c, n - p0)
+        out = run(model.params, _pad_probes(_take(inputs, p0, p0 + valid), c), shared)
+        parts.append(jax.tree_util.tree_map(lambda a: a[:valid], out))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
+
+
+def probes_for(method: Method, seeds: Probes, key: jax.Array, reference: Model | None = None,
+               config: EngineConfig = EngineConfig()) -> Probes:
+    """`method.make_probes`, its work on the reference batched by the engine (`map_inputs`)."""
+    return method.make_probes(seeds, key, reference, batched=functools.partial(map_inputs, config=config))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nearest neighbours
+
+
+@jax.jit
+def _cosine_block(block, matrix):
+    return block @ matrix.T
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _block_top_k(block, matrix, offset, k: int):
-    sims = block @ matrix.T
-    rows = jnp.arange(block.shape[0])
-    sims = sims.at[rows, offset + rows].set(-jnp.inf)  # a model is not its own neighbour
+def _masked_top_k(sims, offset, row_groups, groups, row_dead, dead, k: int):
+    """Top-k of a block of similarities: a dead model is 0 to everyone, pairs of different groups
+    (incomparable) and NaN are -inf, and a model is not its own neighbour."""
+    sims = jnp.where(row_dead[:, None] | dead[None, :], 0.0, sims)
+    sims = jnp.where((row_groups[:, None] != groups[None, :]) | jnp.isnan(sims), -jnp.inf, sims)
+    rows = jnp.arange(sims.shape[0])
+    sims = sims.at[rows, offset + rows].set(-jnp.inf)
     return jax.lax.top_k(sims, k)
 
 
-def top_k_neighbours(matrix: np.ndarray, k: int, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """For unit-vector signatures: each row's k most similar other rows, on the accelerator.
+def top_k_neighbours(matrix: np.ndarray, k: int, block: int = 8192, similarity: str = "cosine",
+                     groups: np.ndarray | None = None, dead: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k most similar other rows, block by block: the N x N matrix never exists.
 
-    Memory is O(block x N): the N x N matrix never exists, so 100,000 models fit one device.
-    Returns (indices [N, k], similarities [N, k]), most similar first.
+    Args:
+      matrix: signatures [N, D].
+      k: neighbours per row (at most N - 1).
+      block: rows per block; memory O(block x N), so 100,000 models fit one device.
+      similarity: the methods' similarity kind (`jaxprov.methods.similarity`): "cosine" runs as a
+        matmul on the accelerator, other kinds block by block on the host.
+      groups: [N] ints; rows of different groups cannot be compared (similarity -inf).
+      dead: [N] bools; a dead model has similarity 0 to every model.
+
+    Returns:
+      (indices [N, k], similarities [N, k]), most similar first; -inf marks a pair that cannot be
+      compared (fewer than k comparable neighbours).
     """
-    device_matrix = jnp.asarray(matrix, jnp.float32)
-    n = device_matrix.shape[0]
+    n = matrix.shape[0]
+    groups = jnp.asarray(np.zeros(n, np.int32) if groups is None else np.asarray(groups, np.int32))
+    dead = jnp.asarray(np.zeros(n, bool) if dead is None else np.asarray(dead, bool))
+    device_matrix = jnp.asarray(matrix, jnp.float32) if similarity == "cosine" else None
     idx, val = [], []
     for start in range(0, n, block):
         stop = min(start + block, n)
-        part = device_matrix[start:stop]
-        if stop - start < block and n > block:  # pad the last block: one compiled shape
-            part = jnp.concatenate([part, jnp.zeros((block - (stop - start), part.shape[1]), part.dtype)])
-        v, i = _block_top_k(part, device_matrix, start, k)
+        if similarity == "cosine":
+            part = device_matrix[start:stop]
+            if stop - start < block and n > block:  # pad the last block: one compiled shape
+                part = jnp.concatenate([part, jnp.zeros((block - (stop - start), part.shape[1]), part.dtype)])
+            sims = _cosine_block(part, device_matrix)
+        else:
+            sims = jnp.asarray(similarity_lib.pairwise(similarity, matrix[start:stop], matrix))
+        size = sims.shape[0]
+        rows = jnp.arange(start, start + size).clip(0, n - 1)
+        v, i = _masked_top_k(sims, start, groups[rows], groups, dead[rows], dead, k)
         idx.append(np.asarray(i[: stop - start]))
         val.append(np.asarray(v[: stop - start]))
     return np.concatenate(idx), np.concatenate(val)

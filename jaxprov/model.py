@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxprov.errors import JaxprovError
 
 Params = dict  # {"params": {...}, "batch_stats": {...}} for Flax linen modules: plain nested dicts.
 
@@ -100,9 +102,27 @@ class InputSpec:
         return cls(**data)
 
 
+class ModelFns(NamedTuple):
+    """A model's pure functions, all of (params, ...): what a signature method may call.
+
+    `apply(params, x)`: the primary output. `features(params, x)`: intermediates plus "output".
+    Text hooks for gradient methods: `embed(params, tokens)` gives the token embeddings [n, L, H]
+    of `tokens["input_ids"]` (word embeddings only; positions and types are added inside the
+    model), and `apply_embedded(params, embeds, extras)` the output from them, `extras` holding
+    `attention_mask` / `token_type_ids`. A family provides `embed` by giving its module a static
+    `embed_tokens(params, input_ids)`; without one, calling `embed` is a one-line error.
+    `ModelFns(apply)` wraps a bare function (tests, toy models): the other entries are None.
+    """
+
+    apply: Callable
+    features: Callable | None = None
+    embed: Callable | None = None
+    apply_embedded: Callable | None = None
+
+
 @functools.lru_cache(maxsize=None)
-def _pure_fns(module) -> tuple[Callable, Callable]:
-    """One (apply, features) pair per module config, so jit caches are shared by every model of an arch."""
+def _pure_fns(module) -> ModelFns:
+    """One ModelFns per module config, so jit caches are shared by every model of an arch."""
 
     def features(params, x):
         out, feats = module.apply(params, x)
@@ -111,7 +131,17 @@ def _pure_fns(module) -> tuple[Callable, Callable]:
     def apply(params, x):
         return module.apply(params, x)[0]
 
-    return apply, features
+    def embed(params, tokens):
+        hook = getattr(module, "embed_tokens", None)
+        if hook is None:
+            raise JaxprovError(f"{type(module).__name__} has no token-embedding hook (embed_tokens): "
+                               "gradient methods on text need a BERT-family model")
+        return hook(params, tokens["input_ids"])
+
+    def apply_embedded(params, embeds, extras):
+        return module.apply(params, {"inputs_embeds": embeds, **extras})[0]
+
+    return ModelFns(apply, features, embed, apply_embedded)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -150,6 +180,11 @@ class Model:
         stage / block outputs that later methods (CKA, multi-exit heads) attach to.
         """
         return _pure_fns(self.module)[1]
+
+    @property
+    def fns(self) -> ModelFns:
+        """Every pure function of the model (`ModelFns`): what signature methods receive."""
+        return _pure_fns(self.module)
 
     def __call__(self, x):
         return self.apply(self.params, x)

@@ -54,6 +54,15 @@ class Probes:
     def n(self) -> int:
         return int(jax.tree_util.tree_leaves(self.inputs)[0].shape[0])
 
+    @property
+    def reference(self) -> dict | None:
+        """The model these probes were built on ({"name", "arch", "params_digest"}, as
+        `jaxprov.methods.base.reference_meta` records it), or None when they depend on no model.
+        Signatures on probes built on one reference answer questions about that reference only, so
+        a zoo reads such a method row by row, each row on its own reference's probes."""
+        recorded = self.meta.get("reference")
+        return dict(recorded) if isinstance(recorded, dict) and "params_digest" in recorded else None
+
     @cached_property
     def digest(self) -> str:
         h = hashlib.sha256(json.dumps(self.meta, sort_keys=True, default=str).encode())

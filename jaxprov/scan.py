@@ -73,8 +73,8 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
     is that group's null (`verdict.evidence_matrix`), which hides relatives when a large share of
     the zoo is related.
 
-    A method whose probes are built on a reference model (DDV, IPGuard, mistakes) is computed per
-    reference, as the reuse benchmark that fitted the default verdict does: row i of its matrix is
+    A method whose probes are built on a reference model (DDV, IPGuard, mistakes: their probes
+    record it, `Probes.reference`) is computed per reference, as the reuse benchmark that fitted the default verdict does: row i of its matrix is
     every model on probes built on model i (`Zoo.reference_rows`). That costs N probe sets and N^2
     signatures, so above `max_reference_models` models per group such methods are left out of the
     matrices (listed under "methods_not_run", their evidence 0 in the default verdict)."""
@@ -112,10 +112,12 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
     result = ScanResult(groups={}, failures=list(failures))
     for tag, members in groups.items():
         target = out if len(groups) == 1 else out / tag
-        zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, store=store, method_config=method_config)
+        zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, cache=store, method_config=method_config)
         sims, timings, not_run, probes = {}, {}, {}, {}
         for name in methods:
-            per_reference = zoo.method(name).needs_reference
+            # Whether the probes depend on the reference, as the first model's probes record it
+            # (None: the first model cannot build them; the other references are tried below).
+            per_reference = zoo.per_reference(name)
             if per_reference and len(members) > max_reference_models:
                 not_run[name] = (f"{name} builds its probes on each reference model: a full matrix of "
                                  f"{len(members)} models needs {len(members)} probe sets and "
@@ -123,17 +125,19 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
                                  f"{max_reference_models}); compare the pairs you suspect with `jaxprov compare`")
                 warnings.warn(f"{tag}: {name} left out: {not_run[name]}", stacklevel=2)
                 continue
-            # The default verdict goes on without a method these seeds cannot feed (its evidence
-            # counts as 0); a method the caller named must run.
-            reason = zoo.unavailable(name) if combo is not None and not per_reference else None
-            if reason is not None:
+            if per_reference is None and len(members) > max_reference_models:
+                reason = zoo.unavailable(name)
+                if combo is None:  # a method the caller named must run
+                    raise JaxprovError(reason)
                 not_run[name] = reason
                 continue
             start = time.perf_counter()
-            total = len(members) ** 2 if per_reference else len(members)
+            total = len(members) if per_reference is False else len(members) ** 2
             update, close = _progress(f"{name} ({tag})", total, progress)
             try:
-                if per_reference:
+                if per_reference is not False:
+                    # Each row on its own reference's probes; the default verdict goes on without
+                    # a method no reference can feed (its evidence counts as 0).
                     rows = zoo.reference_rows(name, progress=update)
                     if not rows.probes:  # no reference could build its probes
                         if combo is None:  # a method the caller named must run

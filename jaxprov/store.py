@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -28,7 +27,6 @@ import shutil
 import stat
 import uuid
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ import numpy as np
 
 from jaxprov.atomic import remove_if_abandoned
 from jaxprov.errors import StoreError
+from jaxprov.identity import model_digest, params_digest, remember  # noqa: F401  (model_digest re-exported)
 from jaxprov.model import OUTPUT_KINDS, InputSpec, Model
 from jaxprov.version import __version__
 
@@ -60,30 +59,6 @@ def os_error_line(path: str | os.PathLike, err: OSError, what: str = "cannot rea
               errno.EROFS: "choose a writable location", errno.ENOSPC: "free some space",
               errno.ENOENT: "check the path"}.get(err.errno, "check the path and its permissions")
     return f"{path}: {what} ({reason}); {advice}"
-
-
-def params_digest(params) -> str:
-    """sha256 over a params tree's paths, dtypes, shapes and bytes: the model's content identity."""
-    import jax
-
-    digest = hashlib.sha256()
-    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda kv: jax.tree_util.keystr(kv[0])):
-        array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-# Hashing a big params tree costs ~1 s/GB; a Model is immutable, so once per object is enough.
-_PARAMS_SHA256: "weakref.WeakKeyDictionary[Model, str]" = weakref.WeakKeyDictionary()
-
-
-def model_digest(model: Model) -> str:
-    """`jaxprov.store.params_digest(model.params)`, computed once per Model object."""
-    digest = _PARAMS_SHA256.get(model)
-    if digest is None:
-        digest = _PARAMS_SHA256[model] = params_digest(model.params)
-    return digest
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -344,7 +319,7 @@ def load_model(directory: str | os.PathLike) -> Model:
                          "they were written); delete the directory and convert again")
     model = models.build(meta["arch"], params, name=meta["name"], meta=meta)
     model = model.replace(input_spec=InputSpec.from_json(meta["input_spec"]), output_kind=meta["output_kind"])
-    _PARAMS_SHA256[model] = digest  # checked just now: the signature cache need not hash again
+    remember(model, digest)  # checked just now: the signature cache need not hash again
     return model
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from jaxprov.atomic import atomic_write
 from jaxprov.errors import JaxprovError
+from jaxprov.methods import canonical_config
 
 SPREAD_FLOOR = 0.01  # similarities are cosines in [-1, 1]: a null spread below this is noise
 MIN_NULL = 2  # a spread needs two null scores
@@ -210,7 +211,9 @@ class Verdict:
             if len(methods) != len(weights):
                 raise ValueError(f"{len(methods)} methods but {len(weights)} weights")
             floors = {str(k): float(v) for k, v in dict(data.get("floors", {})).items()}
-            return cls(methods, dict(data.get("method_config", {})), weights, float(data["bias"]),
+            # Settings under renamed fields (gradient_field's n_anchors) load under their new names.
+            config = {str(k): canonical_config(str(k), v) for k, v in dict(data.get("method_config", {})).items()}
+            return cls(methods, config, weights, float(data["bias"]),
                        float(data.get("threshold", 0.5)), dict(data.get("provenance", {})), floors)
         except (KeyError, TypeError, ValueError) as err:
             raise JaxprovError(f"{source}: not a jaxprov verdict file ({err}); "

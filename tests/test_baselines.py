@@ -10,7 +10,7 @@ import pytest
 from jaxprov import models
 from jaxprov.engine import EngineConfig, signatures
 from jaxprov.errors import JaxprovError
-from jaxprov.methods import baselines
+from jaxprov.methods import baselines, similarity
 from jaxprov.methods.base import Method
 from jaxprov.probes import Probes, adapt, seeds
 
@@ -75,7 +75,7 @@ def test_sac_is_the_mean_abs_difference_of_cosine_matrices(zoo, seed_probes, mon
     assert sim[0, 1] < 0.999  # distinct models are told apart
 
     # Chunked over a few rows at a time: the same numbers.
-    monkeypatch.setattr(baselines, "PAIRWISE_CHUNK_ELEMENTS", 2 * sigs.matrix.shape[1] * len(zoo))
+    monkeypatch.setattr(similarity, "PAIRWISE_CHUNK_ELEMENTS", 2 * sigs.matrix.shape[1] * len(zoo))
     np.testing.assert_allclose(method.pairwise(sigs.matrix, sigs.matrix), sim, atol=1e-6)
 
 
@@ -131,7 +131,7 @@ def test_ipguard_points_lie_just_past_the_reference_boundary(zoo, seed_probes):
 
 def test_ipguard_pads_and_flags_models_with_other_label_spaces(zoo, seed_probes):
     method = baselines.IPGuard(iters=3)
-    assert method.same_output_size_only
+    assert method.comparable == "output_size"
     probes = method.make_probes(seed_probes, jax.random.PRNGKey(5), zoo[0])
     sigs = signatures(method, [zoo[0], zoo[4]], probes)
     assert sigs.matrix.shape == (2, N_PROBES * 10)  # the 5-class signature is zero-padded
@@ -233,7 +233,7 @@ def test_weight_cosine_ignores_batch_stats_and_integers():
     w = {"conv": {"kernel": np.arange(6.0, dtype=np.float32).reshape(2, 3)}, "bias": np.ones(2, np.float32)}
     a = {"params": w, "batch_stats": {"mean": np.zeros(3, np.float32)}, "step": {"count": np.int32(7)}}
     b = {"params": w, "batch_stats": {"mean": np.full(3, 5.0, np.float32)}, "step": {"count": np.int32(9)}}
-    sa, sb = np.asarray(method.signature_from_params(a)), np.asarray(method.signature_from_params(b))
+    sa, sb = (np.asarray(method.finalize(method.rows(None, p, None))) for p in (a, b))
     np.testing.assert_array_equal(sa, sb)
     flat = np.concatenate([np.ones(2), np.arange(6.0)])  # tree order: "bias" before "conv"
     np.testing.assert_allclose(sa, flat / np.linalg.norm(flat), atol=1e-7)
@@ -292,8 +292,8 @@ def test_vmapped_equals_sequential(zoo, seed_probes, method):
 class _RawOutputs(Method):
     name = "raw_outputs"
 
-    def rows(self, apply, params, probes):
-        return apply(params, probes["x"])
+    def rows(self, fns, params, probes):
+        return fns.apply(params, probes["x"])
 
 
 def test_signatures_of_different_lengths_are_an_error_unless_declared(zoo, seed_probes):

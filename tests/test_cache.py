@@ -14,6 +14,7 @@ from jaxprov.methods.base import Method
 from jaxprov.probes import seeds
 
 CONFIG = EngineConfig(model_chunk=4, probe_chunk=8, strategy="vmap")
+PAIRS = EngineConfig(model_chunk=2, probe_chunk=8, strategy="vmap", shard=False)  # chunks of two models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +24,8 @@ class LogSoftmax(Method):
     name = "test_log_softmax"
     temperature: float = 1.0
 
-    def rows(self, apply, params, probes):
-        return jax.nn.log_softmax(apply(params, probes["x"]) / self.temperature, axis=-1)
+    def rows(self, fns, params, probes):
+        return jax.nn.log_softmax(fns.apply(params, probes["x"]) / self.temperature, axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,16 @@ def probes(zoo):
 
 @pytest.fixture
 def engine_calls(monkeypatch):
-    """Model counts of every engine call the cache makes."""
+    """Model counts of every chunk the engine hands back to the cache."""
     calls = []
     original = engine.signatures
 
-    def counting(method, models, probes, config=EngineConfig(), progress=None):
-        calls.append(len(models))
-        return original(method, models, probes, config, progress)
+    def counting(method, models, probes, config=EngineConfig(), progress=None, on_chunk=None):
+        def counted(indices, vectors):
+            calls.append(len(indices))
+            on_chunk(indices, vectors)
+
+        return original(method, models, probes, config, progress, None if on_chunk is None else counted)
 
     monkeypatch.setattr(engine, "signatures", counting)
     return calls
@@ -88,15 +92,14 @@ def test_interrupted_run_resumes_with_only_the_rest(tmp_path, zoo, probes, engin
         raise KeyboardInterrupt(f"stopped after {done} models")
 
     with pytest.raises(KeyboardInterrupt):
-        cache.cached_signatures(method, zoo, probes, tmp_path / "a", CONFIG, progress=interrupt, save_every=2)
+        cache.cached_signatures(method, zoo, probes, tmp_path / "a", PAIRS, progress=interrupt)
     assert engine_calls == [2]  # the first chunk (two mlps) was stored before the interruption
     engine_calls.clear()
     seen = []
-    resumed = cache.cached_signatures(method, zoo, probes, tmp_path / "a", CONFIG, progress=seen.append,
-                                      save_every=2)
+    resumed = cache.cached_signatures(method, zoo, probes, tmp_path / "a", PAIRS, progress=seen.append)
     assert engine_calls == [2, 1]  # both lenets, then the last mlp; nothing stored is recomputed
     assert seen == [3, 5, 6]  # mlp0, its copy and mlp1 found, then after each stored chunk
-    full = cache.cached_signatures(method, zoo, probes, tmp_path / "b", CONFIG, save_every=2)
+    full = cache.cached_signatures(method, zoo, probes, tmp_path / "b", PAIRS)
     assert resumed.names == full.names
     np.testing.assert_array_equal(resumed.matrix, full.matrix)
     runs = sqlite3.connect(tmp_path / "a" / cache.MANIFEST).execute(
@@ -174,3 +177,12 @@ def test_arch_dependent_lengths_stack_like_the_engine(tmp_path, zoo, engine_call
         zoo[0].params)))
     for result in (first, again):
         np.testing.assert_allclose(result.matrix, direct.matrix, rtol=0, atol=1e-7)
+
+
+def test_a_corrupt_manifest_is_moved_aside_and_a_new_one_started(tmp_path, zoo, probes):
+    (tmp_path / cache.MANIFEST).write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.warns(UserWarning, match="corrupt manifest"):
+        store = cache.SignatureStore(tmp_path)
+    assert len(list(tmp_path.glob(f"{cache.MANIFEST}.corrupt-*"))) == 1
+    result = cache.cached_signatures(LogSoftmax(), zoo[:2], probes, store, CONFIG)
+    assert result.matrix.shape[0] == 2

@@ -183,7 +183,7 @@ def test_dead_models_have_similarity_zero_under_every_method_and_no_verdict(mnis
     untrained = models.init("lenet", jax.random.PRNGKey(5), name="untrained")
     config = {m: {"n_seeds": 32} for m in ("ddv", "sac", "ipguard", "cka")}
     config["ddv"]["iters"] = 3
-    config["gradient_field"] = {"n_anchors": 8, "steps": 4}
+    config["gradient_field"] = {"n_seeds": 8, "steps": 4}
     zoo = Zoo([dead, dead2, nan, untrained, base], seeds="mnist:test", key=jax.random.PRNGKey(0),
               method_config=config)
     for method in models_names():

@@ -40,7 +40,7 @@ def probes(lenets, seeds):
 
 def test_registry_builds_ddv_with_published_defaults():
     method = get("ddv")
-    assert isinstance(method, DDV) and method.needs_reference
+    assert isinstance(method, DDV) and method.comparable == "any" and method.similarity == "cosine"
     assert (method.n_seeds, method.eps, method.iters, method.step) == (100, 0.06, 50, 0.01)
     assert (method.random_start, method.diversity_weight, method.target_scale) == (True, 0.1, 1000.0)
 
@@ -68,6 +68,7 @@ def test_probe_meta_records_reference_config_and_key(lenets, probes):
     meta = probes.meta
     assert meta["method"] == "ddv" and meta["config"]["eps"] == 0.06 and meta["pgd_key"]
     assert meta["reference"] == {"name": "lenet0", "arch": "lenet", "params_digest": params_digest(lenets[0].params)}
+    assert probes.reference == meta["reference"]  # the probes say they depend on that model
 
 
 def test_pgd_moves_reference_outputs_more_than_random_noise(lenets, seeds, probes):
@@ -75,8 +76,8 @@ def test_pgd_moves_reference_outputs_more_than_random_noise(lenets, seeds, probe
     same eps ball do (iters=0 leaves only the random start)."""
     ref = lenets[0]
     noise = DDV(iters=0).make_probes(seeds, jax.random.PRNGKey(7), ref)
-    crafted = np.asarray(DDV().rows(ref.apply, ref.params, probes.inputs))
-    random = np.asarray(DDV().rows(ref.apply, ref.params, noise.inputs))
+    crafted = np.asarray(DDV().rows(ref.fns, ref.params, probes.inputs))
+    random = np.asarray(DDV().rows(ref.fns, ref.params, noise.inputs))
     assert crafted.mean() > 3 * random.mean()
 
 

@@ -25,8 +25,8 @@ class LogSoftmax(Method):
 
     name = "log_softmax"
 
-    def rows(self, apply, params, probes):
-        return jax.nn.log_softmax(apply(params, probes["x"]))
+    def rows(self, fns, params, probes):
+        return jax.nn.log_softmax(fns.apply(params, probes["x"]))
 
 
 def _zoo():
@@ -68,10 +68,10 @@ def _placements(zoo, probes, config) -> list:
     class Inspected(LogSoftmax):
         name = "inspected"
 
-        def rows(self, apply, params, probes):
+        def rows(self, fns, params, probes):
             leaf = jax.tree_util.tree_leaves(params)[0]  # under vmap: one model's slice of the stack
             jax.debug.inspect_array_sharding(leaf, callback=lambda s: seen.append((leaf.shape, s)))
-            return super().rows(apply, params, probes)
+            return super().rows(fns, params, probes)
 
     signatures(Inspected(), zoo, probes, config)
     return seen
@@ -102,8 +102,8 @@ def test_dead_model_is_flagged_not_nan(zoo_and_probes):
     class Centered(Method):
         name = "centered"
 
-        def rows(self, apply, params, probes):
-            out = apply(params, probes["x"])
+        def rows(self, fns, params, probes):
+            out = fns.apply(params, probes["x"])
             return out - out.mean(axis=0, keepdims=True)
 
     dead = zoo[0].replace(name="dead", params=jax.tree_util.tree_map(np.zeros_like, zoo[0].params))

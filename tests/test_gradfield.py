@@ -16,6 +16,7 @@ from jaxprov.engine import EngineConfig, signatures
 from jaxprov.errors import JaxprovError
 from jaxprov.methods import get
 from jaxprov.methods.gradfield import GradientField, gauss_legendre, projection_vector
+from jaxprov.model import ModelFns
 from jaxprov.models.bert import mean_pool
 from jaxprov.probes import Probes
 
@@ -61,12 +62,12 @@ def test_projection_direction_does_not_depend_on_the_output_size():
 def test_field_completeness_on_a_smooth_model(target, reference):
     """Integrated gradients' completeness: the field at the last step sums to f(x) - f(x0)."""
     params = _tanh_params(jax.random.PRNGKey(0))
-    method = GradientField(steps=20, n_anchors=6, target=target, reference=reference)
+    method = GradientField(steps=20, n_seeds=6, target=target, reference=reference)
     x = jax.random.normal(jax.random.PRNGKey(1), (6, 12))
     probes = method.make_probes(Probes(x), jax.random.PRNGKey(2))
     x0 = probes.inputs["x0"]
     assert bool(jnp.any(x0 != 0)) == (reference == "random")
-    field = jax.jit(lambda p, i: method.field(_tanh_mlp, p, i))(params, probes.inputs)
+    field = jax.jit(lambda p, i: method.field(ModelFns(_tanh_mlp), p, i))(params, probes.inputs)
     assert field.shape == (6, 20, 12)
     cls = jnp.argmax(_tanh_mlp(params, x), axis=-1)  # the class at the anchor, fixed along the path
     expected = _scalar(_tanh_mlp(params, x), target, cls) - _scalar(_tanh_mlp(params, x0), target, cls)
@@ -75,7 +76,7 @@ def test_field_completeness_on_a_smooth_model(target, reference):
 
 def test_random_reference_lies_in_the_valid_box_and_follows_the_key(mnist_zoo):
     model = mnist_zoo["base"]
-    method = GradientField(n_anchors=3, reference="random")
+    method = GradientField(n_seeds=3, reference="random")
     seeds = Probes(jnp.asarray(mnist_zoo["data"][0][:3]))
     a = method.make_probes(seeds, jax.random.PRNGKey(5), reference=model)
     b = method.make_probes(seeds, jax.random.PRNGKey(5), reference=model)
@@ -116,10 +117,10 @@ def tiny_berts():
 @pytest.mark.parametrize("name, target", [("encoder0", "auto"), ("classifier", "top1")])
 def test_text_field_is_taken_on_embeddings_and_complete(tiny_berts, name, target):
     model = tiny_berts[name]
-    method = GradientField(steps=10, n_anchors=4, target=target)
+    method = GradientField(steps=10, n_seeds=4, target=target)
     probes = _text_probes(method)
     tokens = probes.inputs["x"]
-    field = jax.jit(lambda p, i: method.field(model.apply, p, i))(model.params, probes.inputs)
+    field = jax.jit(lambda p, i: method.field(model.fns, p, i))(model.params, probes.inputs)
     assert field.shape == (4, 10, 8 * 16)
     emb = model.params["params"]["embeddings"]["word_embeddings"]["embedding"][tokens["input_ids"]]
 
@@ -141,7 +142,7 @@ def test_text_field_is_taken_on_embeddings_and_complete(tiny_berts, name, target
 
 def test_text_signatures_through_the_engine(tiny_berts):
     zoo = [tiny_berts["encoder0"], tiny_berts["encoder1"], tiny_berts["encoder0"]]
-    method = GradientField(steps=10, n_anchors=4)
+    method = GradientField(steps=10, n_seeds=4)
     sigs = signatures(method, zoo, _text_probes(method), SEQUENTIAL)
     np.testing.assert_allclose(np.linalg.norm(sigs.matrix, axis=1), 1.0, atol=1e-5)
     sim = sigs.matrix @ sigs.matrix.T
@@ -161,8 +162,8 @@ def zoo_run(mnist_zoo):
     x_test = np.asarray(zoo["data"][0])
     index = np.sort(np.asarray(jax.random.choice(jax.random.PRNGKey(11), len(x_test), (ZOO_ANCHORS,),
                                                  replace=False)))
-    sketched = GradientField(steps=ZOO_STEPS, n_anchors=ZOO_ANCHORS)
-    exact = GradientField(steps=ZOO_STEPS, n_anchors=ZOO_ANCHORS, sketch_dim=None)
+    sketched = GradientField(steps=ZOO_STEPS, n_seeds=ZOO_ANCHORS)
+    exact = GradientField(steps=ZOO_STEPS, n_seeds=ZOO_ANCHORS, sketch_dim=None)
     probes = sketched.make_probes(Probes(jnp.asarray(x_test[index]), {"source": "mnist_zoo test"}),
                                   jax.random.PRNGKey(12))
     return {"members": members, "n_derived": len(derived), "probes": probes, "method": sketched,
@@ -178,9 +179,9 @@ def test_signatures_are_unit_self_similar_and_match_the_mean_cosine(zoo_run):
         np.testing.assert_allclose(np.diag(sigs.matrix @ sigs.matrix.T), 1.0, atol=1e-5)
     # ModelGiF's own formula on the raw fields: 1 - distance = mean over points of cos.
     base, other = zoo_run["members"][0], zoo_run["members"][-1]  # a LeNet and an MLP
-    method = GradientField(steps=ZOO_STEPS, n_anchors=ZOO_ANCHORS, sketch_dim=None)
+    method = GradientField(steps=ZOO_STEPS, n_seeds=ZOO_ANCHORS, sketch_dim=None)
     field = jax.jit(method.field, static_argnums=0)
-    fa, fb = (np.asarray(field(m.apply, m.params, zoo_run["probes"].inputs), np.float64) for m in (base, other))
+    fa, fb = (np.asarray(field(m.fns, m.params, zoo_run["probes"].inputs), np.float64) for m in (base, other))
     cos = np.sum(fa * fb, -1) / (np.linalg.norm(fa, axis=-1) * np.linalg.norm(fb, axis=-1))
     exact = zoo_run["exact"].matrix
     assert abs(float(exact[0] @ exact[-1]) - cos.mean()) <= 1e-5
@@ -196,7 +197,7 @@ def test_dead_model_is_flagged_without_nan(zoo_run):
 
 def test_vmapped_zoo_equals_one_model_at_a_time(zoo_run):
     """A few anchors and steps (vmapped convs are grouped convs: slow on CPU); odd chunk sizes."""
-    method = GradientField(steps=6, n_anchors=7)
+    method = GradientField(steps=6, n_seeds=7)
     probes = zoo_run["probes"].take(0, 7)
     members = zoo_run["members"][:3]
     one_by_one = signatures(method, members, probes, EngineConfig(strategy="sequential", probe_chunk=5, shard=False))

@@ -22,9 +22,6 @@ TORCH_ALLOWED = ("converters", "converters.*", "jaxprov.cli")  # and only inside
 # Edges that break the layering today and are someone's open work, each naming its issue point.
 # test_known_exceptions_are_still_real fails once an edge is gone, so the list only shrinks.
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # issue 14 point 3 (the method contract, "core"): reference_meta reads the reference's params
-    # digest from the model store; the contract's model hooks are to hand it over instead.
-    ("jaxprov.methods.base", "jaxprov.store"): "issue 14 point 3/4",
 }
 
 

@@ -81,7 +81,7 @@ def test_scan_reports_the_default_verdict_beside_its_methods(mnist_zoo, tmp_path
     members = [mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled")]
     null = mnist_zoo["independent"]
     config = {m: {"n_seeds": 64} for m in ("ddv", "sac", "ipguard", "cka")}
-    config["gradient_field"] = {"n_anchors": 16}
+    config["gradient_field"] = {"n_seeds": 16}
     result = scan_models(members, tmp_path / "out", seeds="mnist", progress=False, method_config=config, null=null)
     (group,) = result.groups.values()
     assert list(group["similarity"]) == [*combo.active_methods, "default"]  # only what it weighs
@@ -117,7 +117,7 @@ def test_scan_reads_reference_dependent_methods_on_each_rows_own_probes(mnist_zo
     members = [first, *(mnist_zoo[n] for n in ("base", "finetuned", "pruned", "distilled"))]
     config = {m: {"n_seeds": 32} for m in ("ddv", "sac", "ipguard", "cka")}
     config["ddv"]["iters"] = 5
-    config["gradient_field"] = {"n_anchors": 8, "steps": 5}
+    config["gradient_field"] = {"n_seeds": 8, "steps": 5}
     result = scan_models(members, tmp_path / "out", seeds="mnist:test", progress=False, method_config=config,
                          null=null)
     (group,) = result.groups.values()

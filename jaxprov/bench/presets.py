@@ -72,7 +72,7 @@ _SMALL_STAGES = {
 }
 _SMALL_METHODS = {
     "ddv": {"n_seeds": 200, "eps": 0.974, "step": 0.162},
-    "gradient_field": {"n_anchors": 64, "steps": 50},
+    "gradient_field": {"n_seeds": 64, "steps": 50},
     "sac": {"n_seeds": 100},
     "ipguard": {"n_seeds": 100},
     "cka": {"n_seeds": 200},
@@ -122,7 +122,7 @@ PRESETS: dict[str, Preset] = {
                    ("mlp", s + 27), ("mlp", s + 28), ("lenet", s + 29), ("lenet", s + 30)]
                for g, s in (("val", 100), ("test", 200))},
         other_arch=_SMALL_OTHER, stages={**_SMALL_STAGES, "train": {"epochs": 8, "lr": 2e-3}},
-        adversarial=_ADV_SMALL, method_config={**_SMALL_METHODS, "gradient_field": {"n_anchors": 128, "steps": 50},
+        adversarial=_ADV_SMALL, method_config={**_SMALL_METHODS, "gradient_field": {"n_seeds": 128, "steps": 50},
                                                "ddv": {**_SMALL_METHODS["ddv"], "n_seeds": 300}},
         n_boot=1000),
     # The GPU preset: CIFAR-size ResNet-20, VGG-16-BN and MobileNet on MNIST at 32x32x3.
@@ -139,7 +139,7 @@ PRESETS: dict[str, Preset] = {
                 "extract": {"epochs": 20, "lr": 1e-3}},
         adversarial={"eps": 0.03, "steps": 5, "step_size": 0.01},
         method_config={"ddv": {"n_seeds": 300, "eps": 1.2, "step": 0.2},
-                       "gradient_field": {"n_anchors": 256, "steps": 50},
+                       "gradient_field": {"n_seeds": 256, "steps": 50},
                        "sac": {"n_seeds": 100}, "ipguard": {"n_seeds": 100}, "cka": {"n_seeds": 300},
                        "mistakes": {"n_seeds": 1000, "min_probes": 5}},
         device_note="GPU"),

@@ -52,11 +52,11 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
         matrices[group] = {"labels": members + nulls}
         # One zoo for the reference-free methods; one per reference for DDV / IPGuard, whose probes
         # are generated on the reference (each zoo keeps its probes and signatures per method).
-        zoos = {r: Zoo(zoo_models, seeds=preset.seeds, reference=models[r], key=key, store=store,
+        zoos = {r: Zoo(zoo_models, seeds=preset.seeds, reference=models[r], key=key, cache=store,
                        method_config=dict(preset.method_config)) for r in refs}
         for method in preset.methods:
             t0 = time.perf_counter()
-            if zoos[refs[0]].method(method).needs_reference:
+            if zoos[refs[0]].per_reference(method) is not False:  # probes built on each reference
                 for r in refs:
                     rows[method][r] = zoos[r].similarity(method).values[index[r]]
             else:

@@ -34,14 +34,15 @@ built: a twin in one model's embedding space means nothing to a model with its o
 from __future__ import annotations
 
 import dataclasses
-import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxprov.attacks import linf_pgd
-from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import Apply, Method, continuous_inputs, reference_meta, unit_rows
+from jaxprov.methods.base import (Apply, Method, continuous_inputs, reference_meta, require_reference, unbatched,
+                                  unit_rows)
+from jaxprov.model import ModelFns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,6 @@ class DDV(Method):
     """
 
     name = "ddv"
-    needs_reference = True
 
     n_seeds: int = 100
     eps: float = 0.06
@@ -74,7 +74,7 @@ class DDV(Method):
     diversity_weight: float = 0.1
     target_scale: float = 1000.0
 
-    def make_probes(self, seeds, key: jax.Array, reference=None):
+    def make_probes(self, seeds, key: jax.Array, reference=None, batched: Callable = unbatched):
         """Pairs (seed, twin), the twins crafted by PGD on `reference`.
 
         Args:
@@ -82,6 +82,7 @@ class DDV(Method):
             reference's normalised input space.
           key: PRNG key of the random start; the twins are a deterministic function of it.
           reference: the `jaxprov.Model` the twins are generated on (required, shared by the zoo).
+          batched: runs the clean forward pass and the PGD on the reference (`Method.make_probes`).
 
         Returns:
           Probes with inputs {"x": seeds, "x_adv": twins} and meta recording the config, the
@@ -89,16 +90,14 @@ class DDV(Method):
         """
         from jaxprov.probes import Probes, key_repr
 
-        if reference is None:
-            raise JaxprovError("ddv needs a reference model to craft its PGD twins on (ModelDiff); "
-                               "pass reference=<a Model of the zoo>")
+        require_reference(reference, self.name, "to craft its PGD twins on (ModelDiff)")
         x = continuous_inputs(seeds, self.name)
-        twins = _twins(self, reference.apply, reference.params, x, key)
+        twins = _twins(self, reference, x, key, batched)
         meta = {**seeds.meta, "method": self.name, "config": self.config(), "pgd_key": key_repr(key),
                 "reference": reference_meta(reference)}
         return Probes(inputs={"x": x, "x_adv": twins}, meta=meta)
 
-    def rows(self, apply: Apply, params, probes) -> jax.Array:
+    def rows(self, fns: ModelFns, params, probes) -> jax.Array:
         """Cosine distance between the model's outputs on each seed and its twin: [chunk].
 
         Computed as ||u - v||^2 / 2 on unit outputs u, v (equal to 1 - cos, without cancellation when a
@@ -107,28 +106,40 @@ class DDV(Method):
         """
         n = probes["x"].shape[0]
         # One forward pass over seeds and twins together.
-        out = apply(params, jnp.concatenate([probes["x"], probes["x_adv"]], axis=0))
+        out = fns.apply(params, jnp.concatenate([probes["x"], probes["x_adv"]], axis=0))
         unit = unit_rows(out.reshape(out.shape[0], -1).astype(jnp.float32))
         return 0.5 * jnp.sum(jnp.square(unit[:n] - unit[n:]), axis=1)
 
 
-def _objective(method: DDV, apply: Apply, params, x_adv: jax.Array, targets: jax.Array) -> jax.Array:
+def _objective(method: DDV, apply: Apply, params, x_adv: jax.Array, targets: jax.Array, n: int) -> jax.Array:
+    """The PGD objective's share of `x_adv` (a chunk of the n seeds): its terms of the batch means."""
     out = apply(params, x_adv).reshape(x_adv.shape[0], -1)
     sq = jnp.square(out - targets)
-    loss = jnp.mean(sq[:, 0])
+    loss = jnp.sum(sq[:, 0]) / n
     if sq.shape[1] > 1:  # a single-output model has no units j >= 1
-        loss = loss + method.diversity_weight * jnp.mean(jnp.mean(sq[:, 1:], axis=1))
+        loss = loss + method.diversity_weight * (jnp.sum(jnp.mean(sq[:, 1:], axis=1)) / n)
     return loss
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _twins(method: DDV, apply: Apply, params, x: jax.Array, key: jax.Array) -> jax.Array:
-    """L-inf PGD ascent (`jaxprov.attacks.linf_pgd`) of `_objective` from `x`, all seeds at once."""
+def _clean_outputs(static, fns: ModelFns, params, x: jax.Array, shared) -> jax.Array:
+    return fns.apply(params, x).reshape(x.shape[0], -1)
+
+
+def _pgd(static, fns: ModelFns, params, chunk, shared) -> jax.Array:
+    """L-inf PGD ascent (`jaxprov.attacks.linf_pgd`) of `_objective` from a chunk of seeds: each
+    twin's gradient is its own term's, so chunks are independent given the batch's targets."""
+    method, n = static
+    lo, hi = shared
+    return linf_pgd(lambda x_adv: _objective(method, fns.apply, params, x_adv, chunk["targets"], n), chunk["x"],
+                    method.eps, method.iters, method.step, lo, hi, start=chunk["start"])
+
+
+def _twins(method: DDV, reference, x: jax.Array, key: jax.Array, batched: Callable) -> jax.Array:
+    """Targets from the clean outputs of all seeds (their batch mean), then PGD chunk by chunk."""
     lo, hi = jnp.min(x), jnp.max(x)
-    clean = apply(params, x).reshape(x.shape[0], -1)
+    clean = batched(_clean_outputs, None, reference, x)
     targets = method.target_scale * (jnp.mean(clean, axis=0, keepdims=True) - clean)
     start = x
     if method.random_start:
         start = x + jax.random.uniform(key, x.shape, x.dtype, -method.eps, method.eps)
-    return linf_pgd(lambda x_adv: _objective(method, apply, params, x_adv, targets), x, method.eps, method.iters,
-                    method.step, lo, hi, start=start)
+    return batched(_pgd, (method, x.shape[0]), reference, {"x": x, "start": start, "targets": targets}, (lo, hi))

@@ -8,7 +8,7 @@ the running integrated gradient of a scalar output f along the straight path:
 
 and the signature stacks the unit vectors of every point (optionally sketched to `sketch_dim`):
 
-    s = concat_{x, k} normalize(P_k^T normalize(F(x, k))) / sqrt(n_anchors * steps)
+    s = concat_{x, k} normalize(P_k^T normalize(F(x, k))) / sqrt(n_seeds * steps)
 
 so s_a . s_b is ModelGiF's similarity, the mean over points of cos(F_a, F_b) (its distance is
 1 - s_a . s_b, in [0, 2]). At the last step F is integrated gradients, so it sums to
@@ -20,7 +20,8 @@ Choices (the paper's code where it has one, ours where marked):
   argmax, which also copes with different label spaces.
 - Reference "zeros": zero in normalised input space (= the mean image), as in their code.
 - Text (ours): the gradient is taken w.r.t. the token embeddings (word embeddings only; position
-  and type embeddings are added inside the model), with the zero embedding as reference.
+  and type embeddings are added inside the model), with the zero embedding as reference. The
+  model's own hooks give them (`ModelFns.embed` / `apply_embedded`): no param path here.
 - Sketch (ours): each point's unit D-vector is multiplied by a Gaussian matrix P_k [D, sketch_dim]
   and renormalised; inner products are preserved in expectation (Johnson-Lindenstrauss), so one
   point's cosine moves by O(1/sqrt(sketch_dim)) and the mean over points much less. P_k depends
@@ -29,7 +30,7 @@ Choices (the paper's code where it has one, ours where marked):
   single shared matrix gives them the same error and it never averages out (MNIST test zoo, 32
   anchors x 20 steps, 5 random draws: max similarity error 0.034-0.052 with one matrix,
   0.006-0.015 with one per step; 0.006 at the default 256 x 50).
-  Size per model: n_anchors * steps * sketch_dim float32 = 256 * 50 * 64 * 4 B = 3.3 MB by
+  Size per model: n_seeds * steps * sketch_dim float32 = 256 * 50 * 64 * 4 B = 3.3 MB by
   default, against 157 MB for the exact field at CIFAR size (D = 3072), which the paper stores.
 - A point whose field is zero (zero gradient so far) contributes 0 to the mean, so a partly dead
   model's signature has norm sqrt(live fraction) < 1 and a fully dead one is all zeros (flagged by
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +49,12 @@ import numpy as np
 
 from jaxprov.attacks import valid_box
 from jaxprov.errors import JaxprovError
-from jaxprov.methods.base import Apply, Method, unit_rows
+from jaxprov.methods.base import Method, unbatched, unit_rows
+from jaxprov.model import ModelFns
 from jaxprov.models.bert import mean_pool
 
 TARGETS = ("auto", "top1", "sum", "projection")
 REFERENCES = ("zeros", "random")
-# Where BERT-family params keep the word embedding matrix [vocab, hidden] (jaxprov/models/bert.py).
-EMBEDDING_PATH = ("params", "embeddings", "word_embeddings", "embedding")
 TEXT_EXTRAS = ("attention_mask", "token_type_ids")
 
 
@@ -85,8 +85,10 @@ class GradientField(Method):
 
     Attributes:
       steps: Gauss-Legendre points on the path (the paper: 50).
-      n_anchors: how many anchors callers draw (`probes.seeds(source, spec, n_anchors, key)`);
-        `make_probes` uses the seeds it is given. The paper uses 256 and reports extraction AUC
+      n_seeds: how many anchors callers draw (`probes.seeds(source, spec, n_seeds, key)`);
+        `make_probes` uses the seeds it is given. (Called `n_anchors` up to jaxprov 0.1.0; that name
+        is still accepted, with a DeprecationWarning, by `jaxprov.methods.get`, method_config
+        and verdict files, for one release.) The paper uses 256 and reports extraction AUC
         falling to 0.94 / 0.57 / 0.26 with 128 / 64 / 16.
       reference: "zeros" (the mean image) or "random" (uniform noise in the valid input box, one
         draw per anchor from the `make_probes` key). An explicit reference input can be passed to
@@ -104,16 +106,16 @@ class GradientField(Method):
     name = "gradient_field"
 
     steps: int = 50
-    n_anchors: int = 256
+    n_seeds: int = 256
     reference: str = "zeros"
     target: str = "auto"
     sketch_dim: int | None = 64
     seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 1 or self.n_anchors < 1:
-            raise JaxprovError(f"gradient_field needs steps >= 1 and n_anchors >= 1, "
-                               f"got {self.steps} and {self.n_anchors}")
+        if self.steps < 1 or self.n_seeds < 1:
+            raise JaxprovError(f"gradient_field needs steps >= 1 and n_seeds >= 1, "
+                               f"got {self.steps} and {self.n_seeds}")
         if self.reference not in REFERENCES:
             raise JaxprovError(f"gradient_field reference must be one of {REFERENCES}, not {self.reference!r}")
         if self.target not in TARGETS:
@@ -121,11 +123,11 @@ class GradientField(Method):
         if self.sketch_dim is not None and self.sketch_dim < 1:
             raise JaxprovError(f"gradient_field sketch_dim must be None or >= 1, not {self.sketch_dim}")
 
-    def make_probes(self, seeds, key: jax.Array, reference=None):
+    def make_probes(self, seeds, key: jax.Array, reference=None, batched: Callable = unbatched):
         """Anchors and their path starts: inputs {"x": anchors, "x0": references} (text: {"x": tokens}).
 
         Args:
-          seeds: the anchors (normally `n_anchors` of them), in the models' input space; for text,
+          seeds: the anchors (normally `n_seeds` of them), in the models' input space; for text,
             token dicts {"input_ids", "attention_mask"?, "token_type_ids"?}.
           key: draws the "random" reference.
           reference: None (use the config's reference), a Model (its input spec bounds the
@@ -157,12 +159,12 @@ class GradientField(Method):
             meta["reference_key"] = key_repr(key)
         return Probes(inputs={"x": x, "x0": x0}, meta=meta)
 
-    def field(self, apply: Apply, params, inputs) -> jax.Array:
+    def field(self, fns: ModelFns, params, inputs) -> jax.Array:
         """The raw ModelGiF field [anchors, steps, D] of one model on a chunk of probe inputs.
 
         All anchors x steps points go through the model as ONE batch of size anchors * steps.
         """
-        x, x0, extras, forward = self._path(apply, params, inputs)
+        x, x0, extras, forward = self._path(fns, params, inputs)
         n, shape, k = x.shape[0], x.shape[1:], self.steps
         nodes, weights = gauss_legendre(k)
         delta = x - x0
@@ -180,9 +182,9 @@ class GradientField(Method):
         integrated = jnp.cumsum(grads * jnp.asarray(weights).reshape(1, k, 1), axis=1)
         return integrated * delta.reshape(n, 1, -1).astype(jnp.float32)
 
-    def rows(self, apply: Apply, params, probes) -> jax.Array:
+    def rows(self, fns: ModelFns, params, probes) -> jax.Array:
         """Unit (sketched) field vectors [anchors, steps, sketch_dim or D]."""
-        points = unit_rows(self.field(apply, params, probes))
+        points = unit_rows(self.field(fns, params, probes))
         if self.sketch_dim is None:
             return points
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), 0)
@@ -205,20 +207,17 @@ class GradientField(Method):
 
     # ----------------------------------------------------------------------------------------
 
-    def _path(self, apply: Apply, params, inputs):
+    def _path(self, fns: ModelFns, params, inputs):
         """(x, x0, per-example extras, forward(z, extras)) in the space the gradient is taken in."""
         if not _is_text(inputs["x"]):
-            return inputs["x"], inputs["x0"], {}, lambda z, extras: apply(params, z)
+            return inputs["x"], inputs["x0"], {}, lambda z, extras: fns.apply(params, z)
         tokens = inputs["x"]
-        table = params
-        for name in EMBEDDING_PATH:
-            if name not in table:
-                raise JaxprovError("gradient_field on text needs a BERT-family model (word embeddings at "
-                                   f"{'/'.join(EMBEDDING_PATH)})")
-            table = table[name]
-        x = jnp.take(table, tokens["input_ids"], axis=0)
+        if fns.embed is None:
+            raise JaxprovError("gradient_field on text needs the model's token-embedding hook (ModelFns.embed): "
+                               "pass model.fns")
+        x = fns.embed(params, tokens)
         extras = {k: tokens[k] for k in TEXT_EXTRAS if k in tokens}
-        return x, jnp.zeros_like(x), extras, lambda z, ex: apply(params, {"inputs_embeds": z, **ex})
+        return x, jnp.zeros_like(x), extras, lambda z, ex: fns.apply_embedded(params, z, ex)
 
     def _resolved_target(self, out: jax.Array) -> str:
         if self.target == "auto":

@@ -17,7 +17,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxprov.methods.base import Apply, Method
+from jaxprov.methods.base import Method
+from jaxprov.model import ModelFns
 
 # Outputs whose spread over the seeds is below this fraction of their size are constant up to
 # float rounding (the mean of identical values can differ from them by an ulp).
@@ -36,8 +37,8 @@ class Liveness(Method):
 
     n_seeds: int = 16
 
-    def rows(self, apply: Apply, params, probes) -> jax.Array:
-        out = apply(params, probes["x"])
+    def rows(self, fns: ModelFns, params, probes) -> jax.Array:
+        out = fns.apply(params, probes["x"])
         return out.reshape(out.shape[0], -1).astype(jnp.float32)
 
     def finalize(self, rows: jax.Array) -> jax.Array:

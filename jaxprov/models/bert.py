@@ -132,6 +132,12 @@ class Bert(nn.Module):
 
     config: BertConfig
 
+    @staticmethod
+    def embed_tokens(params, input_ids: jax.Array) -> jax.Array:
+        """The word embeddings of `input_ids` [batch, seq, hidden]: what `inputs_embeds` takes (the
+        hook through which gradient methods differentiate a text model, `jaxprov.model.ModelFns`)."""
+        return jnp.take(params["params"]["embeddings"]["word_embeddings"]["embedding"], input_ids, axis=0)
+
     @nn.compact
     def __call__(self, x: Mapping[str, jax.Array]):
         c = self.config
