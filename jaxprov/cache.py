@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS probes (digest TEXT PRIMARY KEY, path TEXT NOT NULL, 
 """
 
 class _Corrupt(Exception):
-    """The manifest file is damaged (SignatureStore moves it aside and starts a new one)."""
+    """The manifest file is damaged (SignatureCache moves it aside and starts a new one)."""
 
 
 def signature_key(params_sha256: str, config_digest: str, probes_digest: str, dtype: str = "float32") -> str:
@@ -82,7 +82,7 @@ def _versions() -> dict:
             "flax": flax.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
 
 
-class SignatureStore:
+class SignatureCache:
     """A directory of stored signatures and probes with its manifest.
 
     Layout: `manifest.sqlite`, `signatures/<key[:2]>/<key>.npy`, `probes/<digest>.npz`. Paths in
@@ -275,14 +275,18 @@ class SignatureStore:
                        (time.time(), json.dumps(stats, sort_keys=True), run_id))
 
 
+# The class's old name, kept for one release ("store" names the converted-model store, jaxprov.store).
+SignatureStore = SignatureCache
+
+
 def _signature_path(key: str) -> str:
     return f"signatures/{key[:2]}/{key}.npy"
 
 
 def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
-                      store: SignatureStore | str | os.PathLike, config: EngineConfig = EngineConfig(),
+                      cache: SignatureCache | str | os.PathLike, config: EngineConfig = EngineConfig(),
                       progress: Callable[[int], None] | None = None) -> Signatures:
-    """`jaxprov.engine.signatures`, computing only what `store` does not already hold.
+    """`jaxprov.engine.signatures`, computing only what `cache` does not already hold.
 
     The missing signatures are asked of the engine in one call, which batches them as it always
     does and hands back each chunk of models as it finishes (`on_chunk`); each chunk is stored
@@ -291,7 +295,7 @@ def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
 
     Args:
       method, models, probes, config: as for `jaxprov.engine.signatures`.
-      store: a SignatureStore or its root directory.
+      cache: a SignatureCache or its root directory.
       progress: optional callable(n_ready): models (of `models`) whose signature is available, called
         once for those found in the store (if any) and after each computed chunk is stored.
 
@@ -300,7 +304,7 @@ def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
     """
     if not models:
         raise ValueError("no models to fingerprint")
-    store = store if isinstance(store, SignatureStore) else SignatureStore(store)
+    store = cache if isinstance(cache, SignatureCache) else SignatureCache(cache)
     run_id = store.start_run({"method": method.config(), "engine": dataclasses.asdict(config),
                               "probes": probes.digest, "models": [m.name for m in models]})
     store.save_probes(probes)

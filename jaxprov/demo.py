@@ -53,7 +53,7 @@ def run(out: Path) -> int:
     base = models["base"]
     derived = set(LINEAGE[1:])
     independent = [n for n in models if n != "base" and n not in derived]
-    store = jaxprov.SignatureStore(out / "signatures")
+    cache = jaxprov.SignatureCache(out / "signatures")
     t1 = time.perf_counter()
     print(f"[2/3] jaxprov.compare(base, model, null=the other independent models) for {len(models) - 1} models")
     calls = {}
@@ -61,7 +61,7 @@ def run(out: Path) -> int:
         if name == "base":
             continue
         null = [models[n] for n in independent if n != name]
-        calls[name] = jaxprov.compare(base, model, null=null, key=jax.random.PRNGKey(0), cache=store)
+        calls[name] = jaxprov.compare(base, model, null=null, key=jax.random.PRNGKey(0), cache=cache)
     print(f"      ({time.perf_counter() - t1:.0f} s)")
 
     print("[3/3] is each model derived from the base?")

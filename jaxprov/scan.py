@@ -3,7 +3,7 @@
 Mixed folders are fine: checkpoint files and Hugging Face directories are converted, stored models
 are loaded, unreadable entries are listed and skipped, and models are grouped by input kind (one
 report per group, since a group shares one set of probes). Signatures go through the
-content-addressed store under OUT/store, so a repeated or interrupted scan recomputes nothing that
+content-addressed signature cache under OUT/store, so a repeated or interrupted scan recomputes nothing that
 is already stored.
 """
 
@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jaxprov import comparison as compare_lib
+from jaxprov import methods as methods_lib
 from jaxprov.engine import EngineConfig
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
@@ -74,12 +75,13 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
     the zoo is related.
 
     A method whose probes are built on a reference model (DDV, IPGuard, mistakes: their probes
-    record it, `Probes.reference`) is computed per reference, as the reuse benchmark that fitted the default verdict does: row i of its matrix is
-    every model on probes built on model i (`Zoo.reference_rows`). That costs N probe sets and N^2
-    signatures, so above `max_reference_models` models per group such methods are left out of the
-    matrices (listed under "methods_not_run", their evidence 0 in the default verdict)."""
+    record it, `Probes.reference`) is computed per reference, as the reuse benchmark that fitted
+    the default verdict does: row i of its matrix is every model on probes built on model i
+    (`Zoo.reference_rows`). That costs N probe sets and N^2 signatures, so above
+    `max_reference_models` models per group such methods are left out of the matrices (listed under
+    "methods_not_run", their evidence 0 in the default verdict)."""
     from jaxprov import arguments
-    from jaxprov.cache import SignatureStore
+    from jaxprov.cache import SignatureCache
     from jaxprov.report import write_report
 
     models = arguments.models(models, "scan_models: models")
@@ -93,18 +95,18 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
     # win), and its P(derived) matrix as the method "default" beside theirs; "all": every method,
     # and the default matrix too.
     every = methods == "all" or (isinstance(methods, (list, tuple)) and "all" in methods)
-    combo = verdict_lib.load_default() if methods is None or every else None
-    if combo is not None:
-        method_config = {**{k: dict(v) for k, v in combo.method_config.items()}, **(method_config or {})}
+    default_verdict = verdict_lib.load_default() if methods is None or every else None
+    if default_verdict is not None:
+        method_config = {**{k: dict(v) for k, v in default_verdict.method_config.items()}, **(method_config or {})}
     if every:
-        methods = compare_lib.methods_lib.names()
+        methods = methods_lib.names()
     elif isinstance(methods, str):
         methods = [methods]
     else:
-        methods = list(combo.active_methods if combo else (methods or compare_lib.methods_lib.DEFAULT_METHODS))
+        methods = list(default_verdict.active_methods if default_verdict else (methods or methods_lib.DEFAULT_METHODS))
     seeds = seeds if seeds is not None else verdict_lib.default_seeds()
     out = Path(out)
-    store = SignatureStore(out / "store")
+    cache = SignatureCache(out / "store")
     groups: dict[str, list[Model]] = {}
     null_names = {m.name for m in null}
     for m in [*models, *null]:
@@ -112,7 +114,8 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
     result = ScanResult(groups={}, failures=list(failures))
     for tag, members in groups.items():
         target = out if len(groups) == 1 else out / tag
-        zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, cache=store, method_config=method_config)
+        zoo = compare_lib.Zoo(members, seeds=seeds, key=key, engine=engine, cache=cache,
+                              method_config=method_config)
         sims, timings, not_run, probes = {}, {}, {}, {}
         for name in methods:
             # Whether the probes depend on the reference, as the first model's probes record it
@@ -127,7 +130,7 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
                 continue
             if per_reference is None and len(members) > max_reference_models:
                 reason = zoo.unavailable(name)
-                if combo is None:  # a method the caller named must run
+                if default_verdict is None:  # a method the caller named must run
                     raise JaxprovError(reason)
                 not_run[name] = reason
                 continue
@@ -140,7 +143,7 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
                     # a method no reference can feed (its evidence counts as 0).
                     rows = zoo.reference_rows(name, progress=update)
                     if not rows.probes:  # no reference could build its probes
-                        if combo is None:  # a method the caller named must run
+                        if default_verdict is None:  # a method the caller named must run
                             raise JaxprovError(next(iter(rows.failed.values())))
                         not_run[name] = next(iter(rows.failed.values()))
                         continue
@@ -157,12 +160,12 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
         is_null = [m.name in null_names for m in members]
         by_null = sum(is_null) >= verdict_lib.MIN_NULL
         default_missing = None
-        if combo is not None and not any(n in sims for n in combo.active_methods):
+        if default_verdict is not None and not any(n in sims for n in default_verdict.active_methods):
             # No verdict from no evidence: no default matrix when none of its methods ran.
             default_missing = "none of the default verdict's methods could run: " + "; ".join(
-                f"{n}: {not_run.get(n)}" for n in combo.active_methods)
-        elif combo is not None:
-            values = combo.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members],
+                f"{n}: {not_run.get(n)}" for n in default_verdict.active_methods)
+        elif default_verdict is not None:
+            values = default_verdict.matrix({n: s.values for n, s in sims.items()}, [m.arch for m in members],
                                   is_null if by_null else None)
             gone = np.asarray(dead, bool)
             values[gone, :] = 0.0  # a dead model has no evidence to give: 0, as under every method
@@ -175,9 +178,10 @@ def scan_models(models: Sequence[Model], out: str | Path, methods: str | Sequenc
         # "probes": one digest per method, or per reference (row) for reference-dependent methods.
         metadata = {"seeds": seeds, "seconds": timings, "probes": probes,
                     "per_reference": [name for name in sims if isinstance(probes.get(name), dict)],
-                    "default_verdict": None if combo is None else combo.to_json(), "methods_not_run": not_run,
-                    "default_not_written": default_missing,
-                    "default_calibrated_by": None if combo is None else ("null models" if by_null else "the zoo itself"),
+                    "default_verdict": None if default_verdict is None else default_verdict.to_json(),
+                    "methods_not_run": not_run, "default_not_written": default_missing,
+                    "default_calibrated_by": None if default_verdict is None else (
+                        "null models" if by_null else "the zoo itself"),
                     "skipped": list(failures)}
         files = write_report(target, zoo.names, {n: s.values for n, s in sims.items()}, info=info,
                              metadata=metadata, title=f"{title}: {tag}")

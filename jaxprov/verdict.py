@@ -235,8 +235,8 @@ def load(path: str | Path) -> Verdict:
 def default_seeds() -> str:
     """The seeds `compare` and `scan` draw by default: those the shipped verdict was fitted with
     (its provenance: "mnist:test", MNIST's held-out split), so the default verdict runs as fitted."""
-    combo = load_default()
-    return combo.seeds if combo is not None else FALLBACK_SEEDS
+    default = load_default()
+    return default.seeds if default is not None else FALLBACK_SEEDS
 
 
 def load_default() -> Verdict | None:

@@ -111,7 +111,7 @@ def test_interrupted_run_resumes_with_only_the_rest(tmp_path, zoo, probes, engin
 def test_damaged_entries_are_detected_and_recomputed(tmp_path, zoo, probes, engine_calls):
     method = LogSoftmax()
     clean = cache.cached_signatures(method, zoo, probes, tmp_path, CONFIG)
-    store = cache.SignatureStore(tmp_path)
+    store = cache.SignatureCache(tmp_path)
     key_of = {m.name: cache.signature_key(cache.model_digest(m), method.config_digest(), probes.digest)
               for m in zoo}
     flipped = tmp_path / "signatures" / key_of["lenet0"][:2] / f"{key_of['lenet0']}.npy"
@@ -131,7 +131,7 @@ def test_damaged_entries_are_detected_and_recomputed(tmp_path, zoo, probes, engi
 
 
 def test_manifest_rows_and_content_keys(tmp_path, zoo, probes):
-    store = cache.SignatureStore(tmp_path)
+    store = cache.SignatureCache(tmp_path)
     base = cache.cached_signatures(LogSoftmax(), zoo, probes, store, CONFIG)
     hot = cache.cached_signatures(LogSoftmax(temperature=2.0), zoo, probes, store, CONFIG)
     other_probes = LogSoftmax().make_probes(seeds("synthetic", zoo[0].input_spec, 8, jax.random.PRNGKey(7)),
@@ -182,7 +182,7 @@ def test_arch_dependent_lengths_stack_like_the_engine(tmp_path, zoo, engine_call
 def test_a_corrupt_manifest_is_moved_aside_and_a_new_one_started(tmp_path, zoo, probes):
     (tmp_path / cache.MANIFEST).write_bytes(b"this is not an SQLite database" * 100)
     with pytest.warns(UserWarning, match="corrupt manifest"):
-        store = cache.SignatureStore(tmp_path)
+        store = cache.SignatureCache(tmp_path)
     assert len(list(tmp_path.glob(f"{cache.MANIFEST}.corrupt-*"))) == 1
     result = cache.cached_signatures(LogSoftmax(), zoo[:2], probes, store, CONFIG)
     assert result.matrix.shape[0] == 2

@@ -120,7 +120,8 @@ def test_default_verdict_goes_on_without_a_method_its_seeds_cannot_feed(mnist_zo
     null = mnist_zoo["independent"]
     result = compare(mnist_zoo["base"], mnist_zoo["finetuned"], null=null, seeds="synthetic", verdict=combo)
     skipped = {r.method: r for r in result.results}["mistakes"]
-    assert skipped.verdict.startswith("skipped: mistakes needs labelled seeds") and skipped.p_value is None
+    assert skipped.skipped.startswith("mistakes needs labelled seeds") and skipped.p_value is None
+    assert skipped.verdict == "skipped" and not skipped.usable
     assert result.verdict == "derived" and result.probability > 0.9
     with pytest.raises(JaxprovError, match="labelled seeds"):
         compare(mnist_zoo["base"], mnist_zoo["finetuned"], ["mistakes"], null=null, seeds="synthetic")

@@ -132,8 +132,8 @@ def test_build_records_lineage_roles_and_accuracy(built):
 
 def test_same_recipe_same_params_and_registered_lineage(built, tmp_path):
     _, first, _ = built
-    store = jaxprov.cache.SignatureStore(tmp_path / "store")
-    second = recipe.build(TINY, tmp_path / "zoo", store=store)
+    store = jaxprov.cache.SignatureCache(tmp_path / "store")
+    second = recipe.build(TINY, tmp_path / "zoo", cache=store)
     for name in first:
         assert _same(first[name], second[name]), name
         assert first[name].meta["recipe"]["digest"] == second[name].meta["recipe"]["digest"]

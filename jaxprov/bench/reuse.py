@@ -44,7 +44,7 @@ from jaxprov.bench.evaluation import evaluate, fit_default
 from jaxprov.bench.presets import GROUPS, PRESETS, REUSE_TYPES
 from jaxprov.bench.protocol import make_recipe
 from jaxprov.bench.scoring import add_evidence, score_pairs
-from jaxprov.cache import SignatureStore
+from jaxprov.cache import SignatureCache
 from jaxprov.errors import JaxprovError
 from jaxprov.training import recipe as zoo_recipe
 from jaxprov.version import __version__
@@ -60,17 +60,17 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = make_recipe(preset)
-    store = SignatureStore(out / "store")
+    cache = SignatureCache(out / "store")
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     log(f"[1/3] zoo: {len(recipe['models'])} models (resumable) -> {out / 'zoo'}")
-    models = zoo_recipe.build(recipe, out / "zoo", store=store)
+    models = zoo_recipe.build(recipe, out / "zoo", cache=cache)
     timings["zoo"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
     log(f"[2/3] scoring with {', '.join(preset.methods)}")
-    pairs, matrices = score_pairs(models, recipe, preset, store=store, log=log)
+    pairs, matrices = score_pairs(models, recipe, preset, cache=cache, log=log)
     timings["scoring"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ class Pair:
     default: float = math.nan  # the default verdict's P(derived); set on test pairs only
 
 
-def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=None,
+def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, cache=None,
                 log: Callable[[str], None] = print) -> tuple[list[Pair], dict[str, dict]]:
     """Every (reference, suspect) pair of each group, scored by every method of the preset.
 
@@ -52,7 +52,7 @@ def score_pairs(models: Mapping[str, Any], recipe: dict, preset: Preset, store=N
         matrices[group] = {"labels": members + nulls}
         # One zoo for the reference-free methods; one per reference for DDV / IPGuard, whose probes
         # are generated on the reference (each zoo keeps its probes and signatures per method).
-        zoos = {r: Zoo(zoo_models, seeds=preset.seeds, reference=models[r], key=key, cache=store,
+        zoos = {r: Zoo(zoo_models, seeds=preset.seeds, reference=models[r], key=key, cache=cache,
                        method_config=dict(preset.method_config)) for r in refs}
         for method in preset.methods:
             t0 = time.perf_counter()

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -103,15 +104,16 @@ def validate(recipe: Mapping) -> list[dict]:
     return [by_name[n] for n in _build_order(by_name, label)]
 
 
-def build(recipe: Mapping, root: str | os.PathLike, store=None,
-          progress: Callable[[str, str], None] | None = None) -> dict[str, Model]:
+def build(recipe: Mapping, root: str | os.PathLike, cache=None,
+          progress: Callable[[str, str], None] | None = None, store=None) -> dict[str, Model]:
     """Build (or load what is current of) every model of `recipe` under `root`.
 
     Args:
       recipe: the recipe dict (see the module docstring); checked by `validate` before any work.
       root: folder of the zoo; model `name` lives in `root/name` (written atomically). A file lock
         makes concurrent builds of one root wait for each other.
-      store: a jaxprov.cache.SignatureStore to register every model (and so its lineage) with.
+      cache: a jaxprov.cache.SignatureCache to register every model (and so its lineage) with;
+        `store=` is its deprecated old name.
       progress: called as progress(name, "built" | "loaded") after each entry.
 
     Returns:
@@ -153,7 +155,11 @@ def build(recipe: Mapping, root: str | os.PathLike, store=None,
                 progress(name, action)
     result = {entry["name"]: built[entry["name"]] for entry in recipe["models"]}
     if store is not None:
-        store.register_models(list(result.values()))
+        warnings.warn("training.recipe.build: store= is now called cache= (the signature cache); store= will be "
+                      "removed in the next release", DeprecationWarning, stacklevel=2)
+        cache = store if cache is None else cache
+    if cache is not None:
+        cache.register_models(list(result.values()))
     return result
 
 
