@@ -269,7 +269,8 @@ def _compiled_map(fn: Callable, static, fns: ModelFns, dtype: str):
     return jax.jit(run)
 
 
-def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: EngineConfig = EngineConfig()):
+def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: EngineConfig = EngineConfig(),
+               until: Callable | None = None):
     """`fn(static, model.fns, params, chunk, shared)` over `inputs` (a pytree with a leading item
     axis) in chunks, concatenated: what probe builders run on a reference model (DDV's PGD twins,
     IPGuard's boundary search, the reference's labels for `mistakes`).
@@ -279,6 +280,9 @@ def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: En
     call. Chunks are planned like signatures' (`config.probe_chunk`, or from XLA's memory analysis
     against the device budget), the last one padded to the same compiled shape; `config.dtype`
     casts params, inputs and `shared`, and floating outputs come back as float32.
+
+    `until(outputs so far)`, when given, is asked after each chunk whether the rest is needed; on
+    True the outputs of the inputs done so far (a prefix) are returned.
     """
     n = _n_items(inputs)
     run = _compiled_map(fn, static, model.fns, config.dtype)
@@ -292,9 +296,13 @@ def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: En
         valid = min(c, n - p0)
         out = run(model.params, _pad_probes(_take(inputs, p0, p0 + valid), c), shared)
         parts.append(jax.tree_util.tree_map(lambda a: a[:valid], out))
-    if len(parts) == 1:
-        return parts[0]
-    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
+        if until is not None and p0 + valid < n and until(_joined(parts)):
+            break
+    return _joined(parts)
+
+
+def _joined(parts: list):
+    return parts[0] if len(parts) == 1 else jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
 
 
 def probes_for(method: Method, seeds: Probes, key: jax.Array, reference: Model | None = None,

@@ -31,7 +31,9 @@ def labelled(nets):
     return make_seeds("mnist:test", nets[0].input_spec, 60, jax.random.PRNGKey(1))
 
 
-@pytest.mark.parametrize("name, config", [("ddv", {"iters": 3}), ("ipguard", {"iters": 3}), ("mistakes", {})])
+# mistakes with max_probes 12: the engine stops once the first 12 are found (`until`), same probes.
+@pytest.mark.parametrize("name, config", [("ddv", {"iters": 3}), ("ipguard", {"iters": 3}),
+                                          ("mistakes", {"max_probes": 12, "min_probes": 2})])
 def test_probe_builders_run_in_engine_chunks_like_one_batch(nets, labelled, name, config):
     method = methods.get(name, **config)
     ref = nets[3]  # a LeNet: convolutions, whose batch size is what chunking changes
@@ -49,6 +51,18 @@ def test_probe_builders_run_in_engine_chunks_like_one_batch(nets, labelled, name
     if name == "ddv":  # bfloat16 casts the reference and the seeds; the probes come back as float32
         half = engine.probes_for(method, labelled, KEY, ref, EngineConfig(dtype="bfloat16"))
         assert all(np.asarray(v).dtype == np.float32 and np.isfinite(v).all() for v in half.inputs.values())
+
+
+def test_map_inputs_stops_when_told_and_returns_the_prefix(nets, labelled):
+    from jaxprov.methods.labels import predicted_labels
+
+    x = labelled.inputs
+    full = np.asarray(engine.map_inputs(predicted_labels, None, nets[3], x))
+    seen = []
+    part = engine.map_inputs(predicted_labels, None, nets[3], x, config=EngineConfig(probe_chunk=7),
+                             until=lambda out: seen.append(out.shape[0]) or out.shape[0] >= 14)
+    assert seen == [7, 14] and part.shape == (14,)
+    np.testing.assert_array_equal(np.asarray(part), full[:14])
 
 
 def test_reference_free_probes_record_no_reference(nets, labelled):

@@ -89,10 +89,12 @@ def _jitted(fn: Callable, static, fns: ModelFns):
     return jax.jit(lambda params, inputs, shared: fn(static, fns, params, inputs, shared))
 
 
-def unbatched(fn: Callable, static, model, inputs, shared=()):
+def unbatched(fn: Callable, static, model, inputs, shared=(), until: Callable | None = None):
     """`fn(static, model.fns, params, inputs, shared)` on all inputs at once, jitted: the default
     `batched` of `make_probes` when called directly. Zoos pass the engine's `map_inputs` instead,
-    which runs the same function in chunks planned from device memory and honours EngineConfig."""
+    which runs the same function in chunks planned from device memory and honours EngineConfig
+    (and may stop early when `until(outputs so far)` says the rest is not needed; here all inputs
+    are computed, which gives the builder the same answer)."""
     return _jitted(fn, static, model.fns)(model.params, inputs, shared)
 
 
@@ -132,8 +134,8 @@ class Method:
 
         `reference` is the zoo's reference model; a builder that does not need one ignores it, and
         one that does records it with `reference_meta`. Work on the reference goes through
-        `batched(fn, static, reference, inputs, shared)` (see `unbatched`): `fn` is a module-level
-        function computing each input item on its own, so the engine may chunk it."""
+        `batched(fn, static, reference, inputs, shared, until=None)` (see `unbatched`): `fn` is a
+        module-level function computing each input item on its own, so the engine may chunk it."""
         from jaxprov.probes import Probes
 
         return Probes(inputs={"x": seeds.inputs}, meta={**seeds.meta, "method": self.name})

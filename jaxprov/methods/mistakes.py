@@ -59,8 +59,14 @@ class Mistakes(LabelAgreement):
             raise JaxprovError(f"mistakes needs labelled seeds (source {seeds.meta.get('source')!r} has no labels); "
                                "use mnist, digits, a split such as mnist:test, or an .npz with a 'y' array")
         x = continuous_inputs(seeds, self.name)
-        predicted = np.asarray(batched(predicted_labels, None, reference, x))
-        wrong = np.flatnonzero(predicted != np.asarray(seeds.labels))[:self.max_probes]
+        labels = np.asarray(seeds.labels)
+
+        def enough(predicted) -> bool:  # the first max_probes mistakes are found: the rest cannot count
+            predicted = np.asarray(predicted)
+            return int(np.count_nonzero(predicted != labels[:predicted.shape[0]])) >= self.max_probes
+
+        predicted = np.asarray(batched(predicted_labels, None, reference, x, until=enough))
+        wrong = np.flatnonzero(predicted != labels[:predicted.shape[0]])[:self.max_probes]
         if wrong.size < self.min_probes:
             raise JaxprovError(f"mistakes: reference {reference.name} misclassifies only {wrong.size} of "
                                f"{x.shape[0]} labelled seeds (need {self.min_probes}); draw more seeds "
