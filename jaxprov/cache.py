@@ -96,7 +96,7 @@ class SignatureCache:
         except OSError as err:
             from jaxprov.store import os_error_line
 
-            raise StoreError(os_error_line(self.root, err, "cannot create the signature store",
+            raise StoreError(os_error_line(self.root, err, "cannot create the signature cache",
                                            "choose a writable output directory")) from None
         manifest = self.root / MANIFEST
         if (manifest.exists() or manifest.is_symlink()) and not (manifest.is_file() and not manifest.is_symlink()):
@@ -313,7 +313,7 @@ def cached_signatures(method: Method, models: Sequence[Model], probes: Probes,
     found, dropped = store.get(keys)
     if dropped:
         noun = "entry" if len(dropped) == 1 else "entries"
-        warnings.warn(f"signature store {store.root}: {len(dropped)} damaged {noun} removed and recomputed "
+        warnings.warn(f"signature cache {store.root}: {len(dropped)} damaged {noun} removed and recomputed "
                       f"({', '.join(sorted(set(dropped.values())))})", stacklevel=2)
     hits = sum(k in found for k in keys)
     if hits and progress is not None:

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scan", help="fingerprint a folder of models; write matrices, heatmaps and an HTML report")
     p.add_argument("dir", help="a folder of checkpoints, Hugging Face directories and/or stored models")
-    p.add_argument("--out", required=True, help="output folder (reports + the signature store; reruns resume)")
+    p.add_argument("--out", required=True, help="output folder (reports + the signature cache; reruns resume)")
     p.add_argument("--method", action="append", help=_METHOD_HELP + "; the default verdict's P(derived) matrix "
                    "is written as 'default' unless methods are named")
     p.add_argument("--null", help="a folder of models independent of every scanned one: they calibrate the "
