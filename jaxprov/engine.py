@@ -4,7 +4,10 @@ The only module that knows about batching, devices and compilation. For each arc
 params of K models are stacked on a new leading axis and `jax.vmap(method.rows)` runs over them on
 a chunk of C probe items; chunks are padded to a fixed size so each (arch, K, C) compiles once.
 `finalize` then turns each model's rows into its signature. With several local devices the model
-axis is sharded over a 1-D mesh and XLA runs the vmapped program data-parallel.
+axis is sharded over a 1-D mesh and XLA runs the vmapped program data-parallel. The same planning
+batches what probe builders compute on a reference model (`map_inputs`, `probes_for`), hands each
+finished chunk of signatures to a caller that stores it (`on_chunk`), and finds nearest neighbours
+block by block (`top_k_neighbours`).
 
 Strategies: "vmap" (K models per call) or "sequential" (one model per call, same compiled
 function for all). Vmapping conv weights turns convolutions into grouped convolutions, which XLA
