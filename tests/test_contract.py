@@ -28,11 +28,11 @@ def nets():
 
 @pytest.fixture(scope="module")
 def labelled(nets):
-    return make_seeds("mnist:test", nets[0].input_spec, 60, jax.random.PRNGKey(1))
+    return make_seeds("mnist:test", nets[0].input_spec, 30, jax.random.PRNGKey(1))
 
 
 # mistakes with max_probes 12: the engine stops once the first 12 are found (`until`), same probes.
-@pytest.mark.parametrize("name, config", [("ddv", {"iters": 3}), ("ipguard", {"iters": 3}),
+@pytest.mark.parametrize("name, config", [("ddv", {"iters": 2}), ("ipguard", {"iters": 2}),
                                           ("mistakes", {"max_probes": 12, "min_probes": 2})])
 def test_probe_builders_run_in_engine_chunks_like_one_batch(nets, labelled, name, config):
     method = methods.get(name, **config)
