@@ -171,8 +171,12 @@ def _plan_chunks(config: EngineConfig, n_models: int, n_probes: int, per_item: f
         k = math.ceil(k / n_devices) * n_devices
     else:
         k = 1
-    c = config.probe_chunk or max(1, min(n_probes, items * (n_devices if vmapped else 1) // k))
-    return k, c
+    if config.probe_chunk:
+        return k, config.probe_chunk
+    c = max(1, min(n_probes, items * (n_devices if vmapped else 1) // k))
+    # Equal chunks: the last one is padded to the compiled size, so 500 probes in chunks of at most
+    # 445 run as 2 x 250, not 445 + 445 (of which 390 padding).
+    return k, math.ceil(n_probes / math.ceil(n_probes / c))
 
 
 def _pad_probes(chunk, size: int):
