@@ -39,6 +39,9 @@ from jaxprov.probes import Probes
 AUTO_VMAP_MAX_PARAMS = 50_000_000
 # Fraction of a device's memory one compiled call may use for temporaries.
 MEMORY_FRACTION = 0.25
+# Probe builders hold every seed beside their chunk (1,000 seeds at 224 px are 0.6 GB): they plan
+# their chunks against this fraction of the budget.
+PROBE_BUILDER_SHARE = 0.5
 CPU_MEMORY_BUDGET = 2 * 2**30
 
 
@@ -297,7 +300,7 @@ def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: En
         return run(model.params, inputs, shared)
     device = (jax.local_devices() if config.shard else jax.local_devices()[:1])[0]
     per_item = None if config.probe_chunk else _cost_per_item(run, model.params, inputs, shared)
-    _, c = _plan_chunks(config, 1, n, per_item, _device_budget(device), 1, False)
+    _, c = _plan_chunks(config, 1, n, per_item, int(_device_budget(device) * PROBE_BUILDER_SHARE), 1, False)
     parts = []
     for p0 in range(0, n, c):
         valid = min(c, n - p0)
