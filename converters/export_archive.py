@@ -212,7 +212,11 @@ def input_spec(program, source: str) -> InputSpec:
         raise CheckpointError(f"{source}: the exported program takes {len(users)} inputs; jaxprov converts programs "
                               "of one tensor input")
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == users[0].arg.name)
-    shape = tuple(node.meta["val"].shape)[1:]
+    batch, *rest = tuple(node.meta["val"].shape)
+    if isinstance(batch, int):  # sizes baked into the graph would break (or bend) other batch sizes
+        raise CheckpointError(f"{source}: the exported program has a fixed batch size {batch}; export it with a "
+                              "dynamic batch axis (dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    shape = tuple(rest)
     try:
         dims = tuple(int(d) for d in shape)
     except TypeError:

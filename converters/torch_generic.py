@@ -9,14 +9,17 @@ never used), traced on demand by torchax into a pure JAX function of a params tr
 `{"params": trainable tensors, "batch_stats": buffers}`, nested by the state-dict names
 ("layer1.0.bn1.running_mean" -> params["batch_stats"]["layer1"]["0"]["bn1"]["running_mean"]).
 Two routes, as measured in issue 10:
-  - "export": `torch.export.export` (dynamic batch axis), then torchax's interpreter of the graph;
-    it also traces modules that create tensors inside `forward()` without `device=`;
   - "extract_jax": torch's own forward run under torchax's tensor subclass
-    (`torch.func.functional_call`); traces what export cannot (GPT-2, data-independent Python).
-Images and flat vectors try "export" first and fall back to "extract_jax"; text models take
-"extract_jax" only, because gradient methods call them with `inputs_embeds` instead of token ids
-and an exported graph fixes the inputs it takes. Conversion checks parity against torch's own
-forward on an example input and refuses above `tolerance` with the measured error.
+    (`torch.func.functional_call`); traces what export cannot (GPT-2), takes any inputs the
+    forward takes (text models' `inputs_embeds`), and costs well under a second per architecture;
+  - "export": `torch.export.export` (dynamic batch axis), then torchax's interpreter of the graph;
+    it also traces modules that create tensors inside `forward()` without `device=`, but costs
+    7-25 s per architecture on a 2-core CPU (export plus two decomposition passes), and its
+    graph takes only the inputs it was exported with.
+"auto" tries extract_jax first and falls back to export (issue 10 suggested the other order;
+both are parity-checked, so the order only decides the cost). A `.pt2` archive is an exported
+graph already and runs as it is. Conversion checks parity against torch's own forward on an
+example input and refuses above `tolerance` with the measured error.
 
 torchax rewrites torch's ops as jax.numpy with torch's broadcasting and type promotion, so the
 traced functions run under locally scoped `jax.numpy_rank_promotion("allow")` and
@@ -42,9 +45,9 @@ from jaxprov.model import InputSpec, Model
 GENERIC_VERSION = "1"
 TORCHAX_PIN = "0.0.14.dev20261026"  # every stable torchax (0.0.10-0.0.13) fails to import with torch >= 2.13
 DEFAULT_TOLERANCE = 1e-4
-ROUTES = ("export", "extract_jax")
+ROUTES = ("extract_jax", "export")  # the order "auto" tries them in (docs/architectures.md: why)
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-INSTALL_HINT = f"pip install 'jaxprov[torch]' (torch and torchax=={TORCHAX_PIN}, with pip --pre)"
+INSTALL_HINT = f"pip install 'jaxprov[torch]' (torch, timm and torchax=={TORCHAX_PIN})"
 
 
 def torchax_modules():
@@ -132,9 +135,10 @@ class TorchFunction:
     exported: Any = None  # route "export": (jax function of (states, inputs), state names, taps order)
 
     def apply(self, params, x):
+        import jax
         import jax.numpy as jnp
 
-        args, kwargs, mask = self._inputs(x)
+        args, kwargs, mask = self._inputs(jax.tree_util.tree_map(jnp.asarray, x))
         with _torch_semantics():
             flat = {k: jnp.asarray(v) for k, v in {**flatten(params.get("params", {})),
                                                     **flatten(params.get("batch_stats", {}))}.items()}
@@ -376,17 +380,21 @@ def exported_function(program, tap_names=()):
 def function_for(torch_module, spec: InputSpec, *, label: str, recipe: Mapping, output_key: str | None = None,
                  taps: Taps | None = None, route: str = "auto", text_keys: tuple[str, ...] = (),
                  embedding_name: str | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                 reference_state: Mapping[str, np.ndarray] | None = None) -> tuple[TorchFunction, dict]:
+                 program=None) -> tuple[TorchFunction, dict]:
     """A parity-checked TorchFunction for `torch_module` (in eval mode) and how it was checked.
 
-    Tries the routes in order ("auto": export then extract_jax for images and vectors, extract_jax
-    for text) and returns the first whose output (and pre_logits) match torch's own forward within
-    `tolerance` (max |jax - torch| / max(1, max |torch|)); none: ConversionError with each error."""
+    Tries the routes in order ("auto": extract_jax, then export) and returns the first whose output (and pre_logits) match torch's own forward within
+    `tolerance` (max |jax - torch| / max(1, max |torch|)); none: ConversionError with each error.
+    `program`: an ExportedProgram whose `module()` is `torch_module` (a .pt2 archive's), run as it is
+    instead of exported again."""
     torch, _, _ = torchax_modules()
-    torch_module = torch_module.eval()
+    try:
+        torch_module = torch_module.eval()
+    except NotImplementedError:  # an exported program's module() is always in eval form
+        pass
     if route not in ("auto", *ROUTES):
         raise ArchitectureError(f"route must be auto, export or extract_jax, not {route!r}")
-    routes = (("extract_jax",) if spec.modality == "text" else ROUTES) if route == "auto" else (route,)
+    routes = ROUTES if route == "auto" else (route,)
     example = _example(spec)
     args, kwargs = _torch_inputs(spec, example, text_keys)
     if taps is None:
@@ -418,7 +426,9 @@ def function_for(torch_module, spec: InputSpec, *, label: str, recipe: Mapping, 
                            buffer_names, tuple(text_keys), embedding_name)
         try:
             if attempt == "export":
-                fn = dataclasses.replace(fn, exported=_export(torch_module, taps, output_key, args))
+                exported = (exported_function(program) if program is not None
+                            else _export(torch_module, taps, output_key, args))
+                fn = dataclasses.replace(fn, exported=exported)
             error = _parity(fn, params, example, reference, torch_module, taps, args, kwargs)
         except Exception as err:  # noqa: BLE001 - torch.export / torchax raise many types for what they cannot trace
             failures.append(f"{attempt}: {type(err).__name__}: {_first_line(err)}")
@@ -522,7 +532,7 @@ def convert_module(torch_module, spec: InputSpec, *, label: str, recipe: Mapping
                    state_dict: Mapping[str, np.ndarray] | None = None, source: str = "module",
                    output_key: str | None = None, output_kind: str = "logits", taps: Taps | None = None,
                    route: str = "auto", text_keys: tuple[str, ...] = (), embedding_name: str | None = None,
-                   tolerance: float = DEFAULT_TOLERANCE, meta: Mapping | None = None) -> Model:
+                   tolerance: float = DEFAULT_TOLERANCE, meta: Mapping | None = None, program=None) -> Model:
     """The shared path of every generic source: trace and check, then fill the params.
 
     `recipe` is how the module is rebuilt when a stored copy is loaded (converters/torch_sources.py
@@ -540,7 +550,8 @@ def convert_module(torch_module, spec: InputSpec, *, label: str, recipe: Mapping
         torch_module.load_state_dict({k: torch.from_numpy(np.array(v, np.float32) if np.asarray(v).dtype.name
                                       == "bfloat16" else np.array(v)) for k, v in state_dict.items()})
     fn, check = function_for(torch_module, spec, label=label, recipe=recipe, output_key=output_key, taps=taps,
-                             route=route, text_keys=text_keys, embedding_name=embedding_name, tolerance=tolerance)
+                             route=route, text_keys=text_keys, embedding_name=embedding_name, tolerance=tolerance,
+                             program=program)
     params = (state_dict_params(fn, state_dict, source) if state_dict is not None
               else params_from_module(torch_module, fn.param_names, fn.buffer_names))
     if check["parity"] is None:  # an arch traced earlier: check these weights too

@@ -313,8 +313,8 @@ def from_export_archive(path, input_spec: InputSpec | None = None, *, meta: Mapp
     # The graph's digest, not the weights', is the architecture: equal graphs stack.
     recipe = {"kind": "export", "graph_sha256": graph_sha256}
     archive = {"path": str(Path(path).resolve()), "sha256": digest or _sha256(path)}
-    return tg.convert_module(program.module(), spec, label=f"export.{Path(path).stem}", recipe=recipe,
-                             name=Path(path).stem, source=str(path), route="export",
+    return tg.convert_module(program.module(), spec, label="export", recipe=recipe, program=program,
+                             taps=tg.Taps(), name=Path(path).stem, source=str(path), route="export",
                              meta={**dict(meta or {}), "export_archive": archive})
 
 
@@ -337,6 +337,7 @@ def rebuild(meta: Mapping) -> tg.TorchFunction:
     recipe = generic.get("recipe") or {}
     kind = recipe.get("kind")
     spec = InputSpec.from_json(meta["input_spec"])
+    program = None
     if kind == "module":
         module = build_class(recipe.get("class"), recipe.get("kwargs"))
     elif kind == "timm":
@@ -352,13 +353,14 @@ def rebuild(meta: Mapping) -> tg.TorchFunction:
         if not isinstance(path, str) or not Path(path).is_file() or _sha256(path) != archive.get("sha256"):
             raise CheckpointError(f"the stored model was converted from the torch.export archive {path}, which is "
                                   "gone or changed; loading a stored archive model needs that file")
-        module = export_archive.load(path)[0].module()
+        program = export_archive.load(path)[0]
+        module = program.module()
     else:
         raise CheckpointError(f"unknown generic recipe kind {str(kind)[:40]!r}")
     fn, _ = tg.function_for(module, spec, label=generic.get("label", "model"), recipe=recipe,
                             output_key=generic.get("output_key"), taps=tg.Taps.from_json(generic.get("taps") or {}),
                             route=generic.get("route", "auto"), text_keys=tuple(generic.get("text_keys") or ()),
-                            embedding_name=generic.get("embedding_name"))
+                            embedding_name=generic.get("embedding_name"), program=program)
     return fn
 
 

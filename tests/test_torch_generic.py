@@ -34,19 +34,19 @@ def cnn(modules, reference):
 
     torch.manual_seed(0)
     net = reference.randomize_batchnorm(modules.SmallCNN(width=8, num_classes=5))
-    return net, jaxprov.from_torch(net, SPEC, module_kwargs={"width": 8})  # route auto: torch.export
+    return net, jaxprov.from_torch(net, SPEC, module_kwargs={"width": 8})  # route auto: extract_jax first
 
 
 def test_custom_cnn_matches_torch(cnn, torch):
     net, model = cnn
-    assert model.arch.startswith("torch:SmallCNN@") and model.meta["generic"]["route"] == "export"
+    assert model.arch.startswith("torch:SmallCNN@") and model.meta["generic"]["route"] == "extract_jax"
     x = np.random.default_rng(1).normal(size=(3, 3, 16, 16)).astype(np.float32)
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
         h = torch.relu(net.bn1(net.conv1(torch.from_numpy(x))))
         h = torch.relu(net.bn2(net.conv2(h)))
         hidden = torch.relu(net.hidden(net.pool(h).flatten(1))).numpy()
-    assert max_rel_diff(model.apply(model.params, jnp.asarray(to_nhwc(x))), expected) <= 1e-4
+    assert max_rel_diff(jax.jit(model.apply)(model.params, jnp.asarray(to_nhwc(x))), expected) <= 1e-4
     features = jax.jit(model.features)(model.params, jnp.asarray(to_nhwc(x)))
     assert max_rel_diff(features["pre_logits"], hidden) <= 1e-4  # the input of the last Linear
     # The params are plain nested dicts named as the state dict; running statistics are not weights.
@@ -67,12 +67,17 @@ def test_traced_function_vmaps_and_keeps_strict_promotion(cnn):
         jnp.ones((2, 3)) + jnp.ones((3,))
 
 
-def test_equal_modules_share_one_function(cnn, modules):
+def test_equal_modules_share_one_function(cnn, modules, torch):
     _, model = cnn
     other = jaxprov.from_torch(modules.SmallCNN(width=8, num_classes=5), SPEC, module_kwargs={})
     assert other.arch == model.arch and other.module is model.module  # compiled once per arch
-    wider = jaxprov.from_torch(modules.SmallCNN(width=4), SPEC, route="extract_jax", module_kwargs={"width": 4})
-    assert wider.arch != model.arch
+    net = modules.SmallCNN(width=4).eval()
+    wider = jaxprov.from_torch(net, SPEC, route="export", module_kwargs={"width": 4})
+    assert wider.meta["generic"]["route"] == "export" and wider.arch != model.arch
+    x = np.random.default_rng(2).normal(size=(5, 3, 16, 16)).astype(np.float32)  # another batch size
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(jax.jit(wider.apply)(wider.params, jnp.asarray(to_nhwc(x))), expected) <= 1e-4
 
 
 def test_store_round_trip_records_how_to_rebuild(cnn, tmp_path, monkeypatch):
@@ -129,7 +134,7 @@ def test_cli_errors_are_one_line(cnn, tmp_path, capsys, torch, extra, match):
 
 def test_modules_that_do_not_trace_are_refused(modules):
     vector = InputSpec("vector", "NF", (4,), raw_range=None)
-    with pytest.raises(ConversionError, match="torchax could not trace.*export: .*extract_jax: "):
+    with pytest.raises(ConversionError, match="torchax could not trace.*extract_jax: .*export: "):
         jaxprov.from_torch(modules.DataDependent(), vector)
     # A tensor made inside forward() without device=: extract_jax fails, the export route works.
     six = InputSpec("vector", "NF", (6,), raw_range=None)
