@@ -157,3 +157,9 @@ def test_bad_arguments(modules):
         cli_spec = __import__("converters.torch_sources", fromlist=["x"]).input_spec_from_shape
         cli_spec("16,16")
     assert json.dumps(SPEC.to_json())  # the spec a generic model records is JSON
+
+
+def test_archs_lists_the_generic_sources(capsys):
+    assert cli.main(["archs"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18" in out and "--module package.module:Class" in out and "timm:NAME" in out and ".pt2" in out
