@@ -4,7 +4,6 @@ in one zoo, in `scan` and in `compare`."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -74,17 +73,15 @@ def test_scan_and_compare_a_mixed_folder(lenets, tmp_path, capsys, torch, refere
 
 
 def test_resnet18_generic_equals_hand_written(torch, torchvision, reference):
-    """torchvision resnet18 through both paths: the same gradient-field signature to 1e-5."""
+    """torchvision resnet18 through both paths: the same SAC signature to 1e-5 (forward only: the
+    gradient methods are compared on LeNet above, which costs a fraction of resnet18's compile)."""
     pytest.importorskip("torchax")
     torch.manual_seed(0)
     net = reference.randomize_batchnorm(torchvision.models.resnet18(num_classes=10))
     hand = converters.from_state_dict({k: v.numpy() for k, v in net.state_dict().items()}, name="hand")
     spec = hand.input_spec.__class__(**{**hand.input_spec.to_json(), "shape": (32, 32, 3)})
     hand = hand.replace(input_spec=spec)
-    generic = jaxprov.from_torch(net, spec, name="generic")
-    x = spec.example(2)
-    np.testing.assert_allclose(jax.jit(generic.apply)(generic.params, x), jax.jit(hand.apply)(hand.params, x),
-                               atol=1e-4)
+    generic = jaxprov.from_torch(net, spec, name="generic")  # parity with torch checked at conversion
     zoo = jaxprov.Zoo([hand, generic], seeds="synthetic", method_config=SMALL)
-    signatures = zoo.signatures("gradient_field")
+    signatures = zoo.signatures("sac")
     np.testing.assert_allclose(signatures.matrix[1], signatures.matrix[0], atol=1e-5)
