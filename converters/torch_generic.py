@@ -149,14 +149,15 @@ class TorchFunction:
             out, feats = self._finish(out, feats, mask)
         return out, feats
 
-    def embed(self, params, tokens):
-        """The embeddings hook: input token ids -> the `inputs_embeds` that `apply` also takes."""
+    def embed_tokens(self, params, input_ids):
+        """The embeddings hook (`jaxprov.model.ModelFns.embed`): token ids -> the word embeddings
+        that `apply` takes as `inputs_embeds`."""
         import jax.numpy as jnp
 
         if self.embedding_name is None:
             raise JaxprovError(f"{self.arch}: not a text model with an input embedding table")
         table = flatten(params["params"])[self.embedding_name]
-        return jnp.take(table, tokens["input_ids"], axis=0)
+        return jnp.take(table, input_ids, axis=0)
 
     # -- inputs and outputs at the jaxprov boundary (NHWC images, text dicts) ---------------------
 

@@ -11,7 +11,7 @@ import converters
 import jaxprov
 from jaxprov.cli import main
 
-SMALL = {"ddv": {"n_seeds": 8, "iters": 5}, "gradient_field": {"n_anchors": 4, "steps": 4},
+SMALL = {"ddv": {"n_seeds": 8, "iters": 5}, "gradient_field": {"n_seeds": 4, "steps": 4},
          "sac": {"n_seeds": 16}, "ipguard": {"n_seeds": 8, "iters": 5}, "cka": {"n_seeds": 16},
          "mistakes": {"n_seeds": 64, "min_probes": 1}}
 

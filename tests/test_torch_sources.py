@@ -85,12 +85,18 @@ def test_hugging_face_folders_match_transformers(hf_models, torch, name):
 def test_text_models_take_inputs_embeds(hf_models, name):
     _, _, model = hf_models[name]
     tokens = _tokens(100)
-    embeds = model.module.embed(model.params, tokens)
+    embeds = model.fns.embed(model.params, tokens)  # the hook gradient methods use
     from_ids = model.apply(model.params, tokens)
     from_embeds = model.apply(model.params, {"inputs_embeds": embeds, "attention_mask": tokens["attention_mask"]})
     np.testing.assert_allclose(from_embeds, from_ids, rtol=1e-5, atol=1e-5)
     grad = jax.grad(lambda z: model.apply(model.params, {"inputs_embeds": z}).sum())(embeds)
     assert grad.shape == embeds.shape and float(jnp.abs(grad).sum()) > 0
+    # Gradient fields on text reach a generic model through the same hook.
+    zoo = jaxprov.Zoo([model, model.replace(name="copy")], seeds="synthetic",
+                      method_config={"gradient_field": {"n_seeds": 2, "steps": 2}})
+    signatures = zoo.signatures("gradient_field")
+    assert not signatures.dead.any()
+    np.testing.assert_allclose(signatures.matrix[0], signatures.matrix[1], atol=1e-6)
 
 
 def test_hugging_face_store_round_trip(hf_models, tmp_path):
