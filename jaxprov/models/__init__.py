@@ -11,3 +11,4 @@ from jaxprov.models import vit  # noqa: E402,F401
 from jaxprov.models import mobilenet_v2, resnet, vgg  # noqa: E402,F401
 from jaxprov.models import cifar_resnet, cifar_vgg, cifar_mobilenet  # noqa: E402,F401
 from jaxprov.models import bert  # noqa: E402,F401
+from jaxprov.models import exit_cnn, sdn_mobilenet, sdn_resnet, sdn_vgg  # noqa: E402,F401  (multi-exit)

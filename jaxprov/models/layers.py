@@ -98,7 +98,9 @@ def avg_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int 
 
 def _window_mean(x: jax.Array, window, strides, padding) -> jax.Array:
     # nn.avg_pool divides by a numpy int, which strict dtype promotion refuses: divide by a float.
-    summed = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, (1, *window, 1), (1, *strides, 1),
+    # A Python 0.0 as the initial value lets jax see a window sum, which it can differentiate (a traced
+    # zero makes it a generic reduction without a gradient rule); the values are bitwise the same.
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, *window, 1), (1, *strides, 1),
                                    ((0, 0), *padding, (0, 0)))
     return summed / float(window[0] * window[1])
 
@@ -132,3 +134,22 @@ def flatten_nchw(x: jax.Array) -> jax.Array:
 
 
 gelu_exact = partial(nn.gelu, approximate=False)  # torch.nn.GELU() and HF "gelu" use erf
+
+
+class InternalClassifier(nn.Module):
+    """An internal classifier (IC) of a Shallow-Deep Network (Kaya et al., ICML 2019), torch layout of
+    the SDN code: on a map of side s >= 4, alpha * maxpool(k) + (1 - alpha) * avgpool(k) with
+    k = floor(s / 4) and alpha one learnable scalar, then flatten (NCHW order) and `linear`; on a
+    smaller map or a vector, flatten and `linear`. alpha starts at 0.5 (the SDN code draws it
+    uniformly; a fixed start keeps initialisation a function of the key alone)."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim == 4 and x.shape[1] >= 4:
+            k = x.shape[1] // 4
+            alpha = self.param("alpha", lambda key, shape: jnp.full(shape, 0.5, jnp.float32), (1,))
+            x = alpha[0] * max_pool(x, k) + (1.0 - alpha[0]) * avg_pool(x, k)
+        x = flatten_nchw(x) if x.ndim == 4 else x
+        return nn.Dense(self.num_classes, name="linear")(x)

@@ -17,6 +17,10 @@ instead, i.e. extraction from a label-only API (Tramer et al. 2016). Adversarial
 trains the student adversarially, on L-inf PGD perturbations of the queries (Madry et al., "Towards
 Deep Learning Models Resistant to Adversarial Attacks", 2018; `jaxprov.attacks`), with the victim's
 clean-query targets.
+
+Multi-exit models (`jaxprov.models.multi_exit`) train with Shallow-Deep Networks' recipe
+(`train_exits`: every exit at once with SDN's weight schedule, or the internal classifiers alone on
+a frozen backbone); every other derivation of one trains all its exits too (`jaxprov.training.loop`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprov import models
+from jaxprov.models.layers import InternalClassifier
+from jaxprov.models.multi_exit import num_exits
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.probes import key_repr
-from jaxprov.training.loop import accuracy, fit, key_path, predict, tree_mask
+from jaxprov.training.loop import accuracy, fit, key_path, predict, sdn_weights, tree_mask
 
 
 def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
@@ -62,9 +68,55 @@ def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: flo
     return _derived(model, params, name or model.arch, parent, "train", settings, x, y)
 
 
+def train_exits(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
+                heads_only: bool = False, batch: int = 128, name: str | None = None) -> Model:
+    """Shallow-Deep Networks' training of a multi-exit model (Kaya et al., ICML 2019).
+
+    Args:
+      arch_or_model: a multi-exit arch key (fresh model from `key`) or a multi-exit Model.
+      x, y, key, epochs, lr, batch, name: as in `train`.
+      heads_only: train only the internal classifiers on the frozen rest (SDN's "IC-only" mode:
+        each IC's cross-entropy with weight 1; the backbone's BatchNorm stays in eval mode);
+        otherwise every exit trains with loss sum_i tau_i CE_i + CE_final and SDN's schedule
+        tau_i = min(C_i, 0.01 + epoch C_i / epochs) (`loop.sdn_weights`).
+
+    Departure: Adam (the training loop's optimiser) instead of SDN's SGD 0.1 with momentum 0.9.
+    """
+    init_key, key = jax.random.split(key)
+    if isinstance(arch_or_model, str):
+        model, parent = models.init(arch_or_model, init_key), None
+    else:
+        model, parent = arch_or_model, arch_or_model.name
+    k = num_exits(model.module)
+    if k < 2:
+        raise JaxprovError(f"{model.arch} has no early exits; train_exits needs a multi-exit architecture "
+                           "(e.g. lenet_exits)")
+    if heads_only:
+        heads = internal_classifier_paths(model)
+        mask = tree_mask(model.params, lambda path, leaf: any(path[1:1 + len(h)] == h for h in heads))
+        weights = lambda epoch: np.append(np.ones(k - 1, np.float32), np.float32(0.0))  # noqa: E731
+        params = fit(model, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask,
+                     train_stats=False, exit_weights=weights)
+    else:
+        params = fit(model, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels",
+                     exit_weights=lambda epoch: sdn_weights(k, epoch, epochs))
+    settings = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)), "key": key_repr(key),
+                "recipe": "sdn-heads-only" if heads_only else "sdn"}
+    return _derived(model, params, name or model.arch, parent, "train", settings, x, y)
+
+
+def internal_classifier_paths(model: Model) -> list[tuple[str, ...]]:
+    """The module paths of a model's internal classifiers (`layers.InternalClassifier`), found by
+    running one example, so no family has to name them."""
+    _, state = model.module.apply(model.params, model.input_spec.example(1), mutable=["intermediates"],
+                                  capture_intermediates=lambda mdl, _: isinstance(mdl, InternalClassifier))
+    paths = [key_path(p)[:-2] for p, _ in jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]]
+    return sorted(set(paths))
+
+
 def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
              last_layer_only: bool = False, num_classes: int | None = None, batch: int = 128,
-             name: str | None = None) -> Model:
+             name: str | None = None, adversarial: dict | None = None) -> Model:
     """Continue training `model` on (x, y), optionally only its head or with a new head ("transfer").
 
     Args:
@@ -76,6 +128,8 @@ def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
       num_classes: if it differs from the parent's, replace the head by a freshly initialised one
         of this width (transfer learning); every other weight starts from the parent.
       name: the child's name (default: "<parent>-finetuned").
+      adversarial: adversarial fine-tuning (Madry et al.), as distill's `adversarial`: each batch is
+        first moved by L-inf PGD up the model's own loss against its labels.
 
     Returns:
       The fine-tuned child. With last_layer_only the body is frozen whole: its BatchNorm layers stay
@@ -89,10 +143,13 @@ def finetune(model: Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
         params = {**model.params, "params": {**model.params["params"], head: fresh.params["params"][head]}}
         start, derivation = fresh.replace(params=params), "transfer"
     mask = tree_mask(start.params, lambda path, leaf: (not last_layer_only) or path[1] == head)
+    attack = _attack(adversarial)
     params = fit(start, x, jnp.asarray(y, jnp.int32), key, epochs, lr, batch, "labels", mask,
-                  train_stats=not last_layer_only)
+                  train_stats=not last_layer_only, attack=attack)
     settings = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)),
               "last_layer_only": last_layer_only, "num_classes": num_classes, "key": key_repr(key)}
+    if attack is not None:  # absent otherwise, so the lineage of plain fine-tuning is as before
+        settings["adversarial"] = dict(zip(("eps", "steps", "step_size"), attack))
     return _derived(start, params, name or f"{model.name}-finetuned", model.name, derivation, settings, x, y)
 
 

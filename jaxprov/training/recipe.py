@@ -6,7 +6,10 @@ names one model and the `jaxprov.training.derive` operation that makes it, with 
 
   {"name": "b0", "op": "train", "arch": "mlp", "data": "mnist:base", "seed": 1, "epochs": 8, "lr": 1e-3}
   {"name": "b0-ft", "op": "finetune", "parent": "b0", "data": "mnist:finetune", "seed": 2, "epochs": 3,
-   "lr": 3e-4, "last_layer_only": false, "num_classes": null}    # num_classes != parent's: transfer
+   "lr": 3e-4, "last_layer_only": false, "num_classes": null,    # num_classes != parent's: transfer
+   "adversarial": null}                                          # or {"eps": ..., "steps": ...}: Madry et al.
+  {"name": "e0", "op": "train_exits", "arch": "lenet_exits", "data": "mnist:base", "seed": 5, "epochs": 8}
+  {"name": "e0-ics", "op": "train_heads", "parent": "e0", "data": "mnist:finetune", "seed": 6, "epochs": 3}
   {"name": "b0-p50", "op": "prune", "parent": "b0", "fraction": 0.5, "data": "mnist:finetune", "seed": 3,
    "finetune_epochs": 2, "lr": 1e-3, "scope": "global"}
   {"name": "b0-q", "op": "quantize_int8", "parent": "b0"}   {"name": "b0-h", "op": "cast_fp16", "parent": "b0"}
@@ -59,8 +62,13 @@ COMMON_FIELDS = {"name": (str,), "op": (str,), "batch": (int,),
 OPS: dict[str, tuple[dict[str, tuple], dict[str, tuple]]] = {
     "train": ({"arch": (str,), "data": (str,), "seed": (int,), "epochs": (int,)},
               {"lr": (float,)}),
+    "train_exits": ({"arch": (str,), "data": (str,), "seed": (int,), "epochs": (int,)},
+                    {"lr": (float,)}),
+    "train_heads": ({"parent": (str,), "data": (str,), "seed": (int,), "epochs": (int,)},
+                    {"lr": (float,)}),
     "finetune": ({"parent": (str,), "data": (str,), "seed": (int,), "epochs": (int,)},
-                 {"lr": (float,), "last_layer_only": (bool,), "num_classes": (int, _NONE)}),
+                 {"lr": (float,), "last_layer_only": (bool,), "num_classes": (int, _NONE),
+                  "adversarial": (dict, _NONE)}),
     "prune": ({"parent": (str,), "fraction": (float,), "data": (str,), "seed": (int,),
                "finetune_epochs": (int,)},
               {"lr": (float,), "scope": (str,)}),
@@ -172,9 +180,10 @@ def _make(entry: dict, built: Mapping[str, Model]) -> Model:
     key = jax.random.PRNGKey(entry["seed"]) if "seed" in entry else None
     batch = entry.get("batch", DEFAULT_BATCH)
     lr = {"lr": entry["lr"]} if "lr" in entry else {}
-    if op == "train":
+    if op in ("train", "train_exits"):
         x, y = datasets.inputs(entry["data"], model_registry.create(entry["arch"])[2])
-        return derive.train(entry["arch"], x, y, key, entry["epochs"], batch=batch, name=name, **lr)
+        trainer = derive.train if op == "train" else derive.train_exits
+        return trainer(entry["arch"], x, y, key, entry["epochs"], batch=batch, name=name, **lr)
     if op == "average":
         return derive.average([built[p] for p in entry["parents"]], name=name, parent=entry.get("parent"))
     parent = built[entry["parent"]]
@@ -183,9 +192,12 @@ def _make(entry: dict, built: Mapping[str, Model]) -> Model:
     if op == "cast_fp16":
         return derive.cast_fp16(parent, name=name)
     x, y = datasets.inputs(entry["data"], parent.input_spec)
+    if op == "train_heads":
+        return derive.train_exits(parent, x, y, key, entry["epochs"], heads_only=True, batch=batch, name=name, **lr)
     if op == "finetune":
         return derive.finetune(parent, x, y, key, entry["epochs"], last_layer_only=entry.get("last_layer_only", False),
-                               num_classes=entry.get("num_classes"), batch=batch, name=name, **lr)
+                               num_classes=entry.get("num_classes"), batch=batch, name=name,
+                               adversarial=entry.get("adversarial"), **lr)
     if op == "prune":
         return derive.prune(parent, entry["fraction"], x, y, key, entry["finetune_epochs"],
                             scope=entry.get("scope", "global"), batch=batch, name=name, **lr)
