@@ -24,19 +24,7 @@ EXIT_NO_EVIDENCE = 1  # compare: no method could compare the pair, so no verdict
 def _cmd_convert(args) -> int:
     from jaxprov import api
 
-    generic = {}
-    if args.module_kwargs is not None and args.module is None:
-        from jaxprov.errors import ArgumentError
-
-        raise ArgumentError("--module-kwargs needs --module package.module:Class")
-    if args.module is not None or args.input_shape is not None:
-        from converters import torch_sources
-
-        generic = {"module": args.module, "input_spec": torch_sources.input_spec_from_shape(
-            args.input_shape, args.input_mean, args.input_std)}
-        if args.module is not None:
-            generic["module_kwargs"] = torch_sources.parse_kwargs(args.module_kwargs)
-    out, model, converted = api.convert(args.src, args.out, args.arch, force=args.force, progress=True, **generic)
+    out, model, converted = api.convert(args.src, args.out, args.arch, force=args.force, progress=True)
     print(model.summary())
     print(f"stored:      {out}" + ("" if converted else "  (already converted; nothing recomputed)"))
     return 0
@@ -134,19 +122,7 @@ def _cmd_archs(args) -> int:
     for name in models.list_archs():
         family, _, _ = models.resolve(name)
         print(f"{name:24s} {family.name}")
-    print("\ngeneric sources (any PyTorch model, traced by torchax; needs jaxprov[torch], see docs/architectures.md):")
-    for source, how in GENERIC_SOURCES:
-        print(f"  {source:40s} {how}")
     return 0
-
-
-GENERIC_SOURCES = (
-    ("--module package.module:Class", "your own nn.Module class, built with --module-kwargs JSON"),
-    ("--arch timm:NAME", "any timm architecture (e.g. timm:resnet18d); input size from timm"),
-    ("MODEL.pt2", "a torch.export archive (graph and weights; nothing in it is unpickled)"),
-    ("Hugging Face folder", "any model_type transformers knows without a family above (distilbert, roberta, "
-                            "gpt2, vit, ...)"),
-)
 
 
 def _cmd_bench(args) -> int:
@@ -161,6 +137,90 @@ def _cmd_bench(args) -> int:
     for reuse_type, r in default.items():
         print(f"  {reuse_type:28s} {r['auc']:6.3f} {r['tpr_at_1pct_fpr']:7.3f} {r['correctness']:8.3f}")
     print(f"report: {Path(args.out) / 'reuse.md'}  (JSON: reuse.json, ROC curves: roc/, verdict: verdict.json)")
+    return 0
+
+
+def _progress_bar(what: str):
+    """A tqdm bar on stderr (with ETA) fed by (stage, done, total) callbacks."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def update(stage, done, total):
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"{what} {stage}", unit="sample", file=sys.stderr,
+                                     leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _cmd_serve(args) -> int:
+    from jaxprov import api
+    from jaxprov.exits import server, staged
+
+    from jaxprov.errors import JaxprovError
+
+    if not 0 <= args.port <= 65535:
+        raise JaxprovError(f"--port {args.port} is not a TCP port (0..65535; 0 picks a free one)")
+    model = api.load(args.model, args.arch, progress=True)
+    httpd = server.make_server(staged.EarlyExit(model, args.threshold), args.port, args.host)
+    print(f"serving {model.name} ({model.arch}) at {server.url_of(httpd)} with early exit at confidence "
+          f"{args.threshold}; Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+    return 0
+
+
+def _cmd_exits_make(args) -> int:
+    import jax
+
+    from jaxprov import api
+    from jaxprov.exits import craft, make
+
+    model = api.load(args.model, args.arch, progress=True)
+    config = craft.CraftConfig(eps=args.eps, steps=args.steps, per_exit=args.per_exit,
+                               seeds_per_exit=max(args.per_exit, round(1.5 * args.per_exit)))
+    null = _load_null(args.null)
+    update = _progress_bar("fingerprint")
+    fingerprint = make.make(model, args.seeds, args.threshold, config, jax.random.PRNGKey(args.seed), null,
+                            args.repeats, progress=update)
+    fingerprint.save(args.out)
+    calibration = fingerprint.meta["calibration"]
+    print(f"fingerprint: {args.out}  ({fingerprint.n} samples, kept per stop exit "
+          f"{fingerprint.meta['recipe']['kept']}, threshold {fingerprint.threshold}, sha256 {fingerprint.digest[:16]}...)")
+    print("calibration: " + (f"{len(calibration['match'])} independent models, match rates "
+                             + ", ".join(f"{v:.3f}" for v in calibration["match"]) if calibration
+                             else "none (give --null FOLDER of independent multi-exit models)"))
+    return 0
+
+
+def _cmd_exits_verify(args) -> int:
+    from jaxprov import api
+    from jaxprov.errors import JaxprovError
+    from jaxprov.exits import client, fingerprint as fingerprint_lib, verify
+
+    fingerprint = fingerprint_lib.load(args.fingerprint)
+    if (args.suspect is None) == (args.url is None):
+        raise JaxprovError("give either a SUSPECT model or --url URL of a served one, not both or neither")
+    threshold = fingerprint.threshold if args.threshold is None else args.threshold
+    if args.url:
+        suspect = client.HttpSuspect(args.url, timeout=args.timeout, retries=args.retries)
+    else:
+        suspect = verify.InProcessSuspect(api.load(args.suspect, progress=True), threshold)
+    calibration = None
+    if args.null:
+        null = [verify.InProcessSuspect(m, threshold) for m in _load_null(args.null)]
+        calibration = verify.calibrate(fingerprint, null, args.repeats)
+    update = _progress_bar("verify")
+    result = verify.verify(fingerprint, suspect, args.repeats, calibration,
+                           progress=lambda done, total: update("queries", done, total))
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
     return 0
 
 
@@ -184,15 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a checkpoint (file or Hugging Face directory) into a stored model")
     p.add_argument("src")
     p.add_argument("--out", help="output directory (default: the content-addressed store, $JAXPROV_HOME)")
-    p.add_argument("--arch", help="architecture key, e.g. resnet18 or cifar_resnet56 (default: detect), or timm:NAME "
-                                  "for a timm model (generic converter)")
-    p.add_argument("--module", help="package.module:Class, your own torch.nn.Module for these weights (generic "
-                                    "converter; needs jaxprov[torch])")
-    p.add_argument("--module-kwargs", help="JSON keyword arguments that build --module, e.g. '{\"width\": 16}'")
-    p.add_argument("--input-shape", help="the input of --module (or a timm / .pt2 override): H,W,C for NHWC images, "
-                                         "F for vectors")
-    p.add_argument("--input-mean", help="per-channel mean of the input normalisation, e.g. 0.5,0.5,0.5")
-    p.add_argument("--input-std", help="per-channel std of the input normalisation")
+    p.add_argument("--arch", help="architecture key, e.g. resnet18 or cifar_resnet56 (default: detect)")
     p.add_argument("--force", action="store_true", help="replace a different model already in --out")
     p.set_defaults(func=_cmd_convert)
 
@@ -236,6 +288,45 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="jaxprov-bench-reuse", help="output folder (the zoo and signatures are "
                                                                 "reused on a rerun)")
     q.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("serve", help="serve a multi-exit model with early exit over HTTP (POST /predict)")
+    p.add_argument("model", help="a multi-exit model (checkpoint or stored model)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port, printed)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--threshold", type=float, default=0.9, help="exit confidence threshold q (default 0.9)")
+    p.add_argument("--arch", help="architecture key, where it cannot be detected")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("fingerprint", help="fingerprints that prove ownership of a model")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    q = kinds.add_parser("exits", help="inference-time fingerprints of multi-exit models")
+    actions = q.add_subparsers(dest="action", required=True)
+    r = actions.add_parser("make", help="craft a timing fingerprint for a multi-exit model")
+    r.add_argument("model", help="the owner's multi-exit model")
+    r.add_argument("--out", required=True, help="the fingerprint file to write (.npz)")
+    r.add_argument("--seeds", default="mnist:test", help=_SEEDS_HELP.replace(
+        "(default: the seeds the default verdict was fitted with, mnist:test)", "(default mnist:test)"))
+    r.add_argument("--threshold", type=float, default=0.9, help="the owner's exit threshold q (default 0.9)")
+    r.add_argument("--per-exit", type=int, default=20, help="samples per stop exit (default 20)")
+    r.add_argument("--eps", type=float, default=0.15, help="L-inf radius in raw pixel units (default 0.15)")
+    r.add_argument("--steps", type=int, default=60, help="PGD steps (default 60)")
+    r.add_argument("--null", help="a folder of independent multi-exit models: calibrates the verdict")
+    r.add_argument("--repeats", type=int, default=15, help="queries per sample when timing (default 15)")
+    r.add_argument("--seed", type=int, default=0, help="PRNG seed of the seed draw (default 0)")
+    r.add_argument("--arch", help="architecture key, where it cannot be detected")
+    r.set_defaults(func=_cmd_exits_make)
+    r = actions.add_parser("verify", help="is a suspect the owner's model? from response times alone")
+    r.add_argument("fingerprint", help="a fingerprint file from `jaxprov fingerprint exits make`")
+    r.add_argument("suspect", nargs="?", help="a suspect model to run here (or --url)")
+    r.add_argument("--url", help="a served suspect, e.g. http://127.0.0.1:8000 (POST /predict)")
+    r.add_argument("--threshold", type=float, help="a local suspect's exit threshold (default: the fingerprint's)")
+    r.add_argument("--null", help="independent multi-exit models to calibrate on (default: the fingerprint's "
+                                  "own calibration)")
+    r.add_argument("--repeats", type=int, default=15, help="queries per sample (default 15)")
+    r.add_argument("--timeout", type=float, default=10.0, help="--url: seconds per request (default 10)")
+    r.add_argument("--retries", type=int, default=3, help="--url: retries of a failed request (default 3)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(func=_cmd_exits_verify)
 
     p = sub.add_parser("demo", help="run the built-in example")
     p.add_argument("--out", default="jaxprov-demo", help="where the demo writes (default: ./jaxprov-demo)")

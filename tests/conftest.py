@@ -29,7 +29,7 @@ def max_rel_diff(a, b) -> float:
 
 
 # Fixtures that train a zoo (minutes on a 2-core CPU): every test using one is marked `slow`.
-ZOO_FIXTURES = ("mnist_zoo", "ci_run")
+ZOO_FIXTURES = ("mnist_zoo", "ci_run", "exits_zoo")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -79,3 +79,4 @@ def torch_state_dict(torch):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     return numpy_state_dict
 from tests.zoo_fixtures import mnist_zoo  # noqa: E402,F401
+from tests.exits_fixtures import exits_zoo  # noqa: E402,F401

@@ -1,0 +1,175 @@
+"""Crafting timing fingerprints: seed inputs moved, within a bounded L-inf perturbation, so that the owner's
+multi-exit model stops at a chosen exit per sample (the idea of Dong et al., "Fingerprinting
+Multi-exit Deep Neural Network Models via Inference Time", 2021; its losses are not public).
+
+Ours, after DeepSloth's exit-control loss (Hong et al., ICLR 2021): for a sample aimed at stop exit t,
+
+    L(x) = sum_{i < t} [c_i > low] CE(uniform, softmax z_i(x)) + w [c_t < high] CE(y, softmax z_t(x))
+
+with z_i exit i's logits, c_i its confidence (max softmax), low and high two levels well below and
+above the threshold (`CraftConfig.low`, `.high`; far from it, so a fine-tuned copy keeps the stop) and y the
+owner's final answer on the clean seed: the exits before t are pushed toward the uniform
+distribution (unconfident, so the computation goes on), exit t toward a confident answer, each term
+only while it is on the wrong side of its target level (the indicators are not differentiated),
+so that signed-gradient steps spend themselves on what is still missing. The weight w = 10 (ours,
+measured on cnn_exits: with w = 1 few samples reach an exit in the middle, whose earlier exits
+share the features it needs) favours the confident target. L is minimised by L-inf PGD (`jaxprov.attacks.linf_pgd`, eps and step in raw pixel units,
+within the valid box), batched over samples (each sample's loss depends on its own input only).
+Targets cycle through the exits (seed i aims at i mod K), so the expected stops are varied.
+
+A sample is kept only if it stops at its target under the thresholds q - margin, q and q + margin
+(`robust_stop`): a stop that holds only at exactly q would flip on a fine-tuned copy or a server
+with another threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprov.attacks import linf_pgd, valid_box
+from jaxprov.errors import JaxprovError
+from jaxprov.exits.staged import DEFAULT_THRESHOLD, check_threshold, exit_rule
+from jaxprov.model import Model
+from jaxprov.models.multi_exit import EXITS, num_exits
+
+CHUNK = 256  # at most this many samples per PGD batch: bounds memory
+
+
+@dataclasses.dataclass(frozen=True)
+class CraftConfig:
+    """How fingerprints are crafted (every field is recorded in the fingerprint file).
+
+    eps, step_size: L-inf radius and PGD step in raw pixel units ([0, 1] images).
+    steps: PGD iterations. per_exit: samples kept per target exit. seeds_per_exit: seeds tried per
+    target exit (failures are dropped). margin: the threshold margin of `robust_stop`.
+    low, high: the confidence levels the loss pushes earlier exits below and the target exit above.
+    confident_weight: w, the weight of the target exit's term.
+    """
+
+    eps: float = 0.15
+    steps: int = 60
+    step_size: float = 0.01
+    per_exit: int = 20
+    seeds_per_exit: int = 30
+    margin: float = 0.05
+    low: float = 0.3
+    high: float = 0.99
+    confident_weight: float = 10.0
+
+    def __post_init__(self):
+        if not (self.eps > 0 and self.step_size > 0 and self.steps >= 1 and self.per_exit >= 1
+                and self.seeds_per_exit >= self.per_exit and 0 <= self.margin < 0.5):
+            raise JaxprovError(f"bad craft settings {self}: need eps, step_size > 0, steps, per_exit >= 1, "
+                                "seeds_per_exit >= per_exit and 0 <= margin < 0.5")
+
+
+def exit_loss(exit_logits: jax.Array, target: jax.Array, label: jax.Array, low: float, high: float,
+              weight: float) -> jax.Array:
+    """L per sample: exit_logits [batch, K, classes], target stop exits [batch], labels [batch], the
+    levels `low` and `high` and the target term's `weight` -> [batch]."""
+    k = exit_logits.shape[1]
+    log_p = jax.nn.log_softmax(exit_logits, axis=-1)
+    confidence = jax.lax.stop_gradient(jnp.exp(jnp.max(log_p, axis=-1)))  # [batch, K]
+    to_uniform = -jnp.mean(log_p, axis=-1)  # CE(uniform, p_i) [batch, K]
+    before = ((jnp.arange(k)[None, :] < target[:, None]) & (confidence > low)).astype(log_p.dtype)
+    at_target = jnp.take_along_axis(log_p, target[:, None, None], axis=1)[:, 0]  # [batch, classes]
+    confident = -jnp.take_along_axis(at_target, label[:, None], axis=1)[:, 0]
+    still_low = (jnp.take_along_axis(confidence, target[:, None], axis=1)[:, 0] < high).astype(log_p.dtype)
+    return jnp.sum(before * to_uniform, axis=1) + weight * still_low * confident
+
+
+def robust_stop(exit_logits, threshold: float, margin: float) -> np.ndarray:
+    """The stop exit at `threshold` where it is the same at threshold +- margin, else -1."""
+    stops = [np.asarray(exit_rule(exit_logits, min(max(q, 1e-6), 1.0))[1])
+             for q in (threshold - margin, threshold, threshold + margin)]
+    return np.where((stops[0] == stops[1]) & (stops[1] == stops[2]), stops[1], -1)
+
+
+def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: CraftConfig = CraftConfig(),
+          progress: Callable[[int, int], None] | None = None) -> dict:
+    """Fingerprint samples for `model` from `seeds` (inputs in its input space, at least
+    K * config.seeds_per_exit of them, in the order they are to be tried).
+
+    Returns:
+      {"samples" [n, ...] float32, "stops" [n] int32 (the expected stop exit), "labels" [n] int32 (the
+      owner's answers), "tried" and "kept" per target exit}; samples are grouped by target exit, at
+      most config.per_exit each.
+
+    Raises:
+      JaxprovError: a model without exits, too few seeds, or a target exit that no crafted sample
+        reaches robustly (with what to change).
+    """
+    threshold = check_threshold(threshold)
+    k = num_exits(model.module)
+    if k < 2:
+        raise JaxprovError(f"{model.name} ({model.arch}) has no early exits; timing fingerprints need a "
+                           "multi-exit model such as cnn_exits")
+    seeds = jnp.asarray(seeds, jnp.float32)
+    need = k * config.seeds_per_exit
+    if seeds.shape[0] < need:
+        raise JaxprovError(f"crafting {config.seeds_per_exit} tries for each of {k} exits needs {need} seeds, "
+                           f"got {seeds.shape[0]}")
+    seeds = seeds[:need]
+    targets = jnp.arange(need, dtype=jnp.int32) % k
+    features = jax.jit(model.features)
+    labels = jnp.argmax(features(model.params, seeds)[EXITS][:, -1], axis=-1).astype(jnp.int32)
+    attack = _attack_fn(model, config, threshold)
+    lo, hi = valid_box(model.input_spec, seeds.ndim)
+    eps, step = _raw_to_input(model, config.eps, seeds.ndim), _raw_to_input(model, config.step_size, seeds.ndim)
+    crafted, chunk = [], min(CHUNK, need)
+    for start in range(0, need, chunk):
+        stop = min(start + chunk, need)
+        xb, tb, yb = (_pad(a[start:stop], chunk) for a in (seeds, targets, labels))
+        crafted.append(np.asarray(attack(model.params, xb, tb, yb, eps, step, lo, hi))[:stop - start])
+        if progress is not None:
+            progress(stop, need)
+    crafted = np.concatenate(crafted)
+    exit_logits = np.concatenate([np.asarray(features(model.params, jnp.asarray(crafted[i:i + CHUNK]))[EXITS])
+                                  for i in range(0, need, CHUNK)])
+    stops = robust_stop(exit_logits, threshold, config.margin)
+    answers = np.asarray(exit_rule(exit_logits, threshold)[2])
+    targets = np.asarray(targets)
+    keep, kept = [], []
+    for t in range(k):
+        ok = np.flatnonzero((targets == t) & (stops == t))[:config.per_exit]
+        keep.append(ok)
+        kept.append(int(ok.size))
+    if min(kept) == 0:  # every exit must appear, or the suspect's time levels cannot be matched to exits
+        raise JaxprovError(f"no crafted sample stops robustly at exit {kept.index(0)} of {model.name} "
+                           f"(kept per exit: {kept}); try a larger eps or more steps")
+    index = np.concatenate(keep)
+    return {"samples": crafted[index].astype(np.float32), "stops": stops[index].astype(np.int32),
+            "labels": answers[index].astype(np.int32), "tried": [config.seeds_per_exit] * k, "kept": kept}
+
+
+def _attack_fn(model: Model, config: CraftConfig, threshold: float):
+    features = model.features
+    low, high = config.low, config.high
+
+    def objective(params, x, target, label):  # PGD ascends: minimise L
+        return -jnp.sum(exit_loss(features(params, x)[EXITS], target, label, low, high, config.confident_weight))
+
+    @jax.jit
+    def attack(params, x, target, label, eps, step, lo, hi):
+        return linf_pgd(lambda xa: objective(params, xa, target, label), x, eps, config.steps, step, lo, hi)
+
+    return attack
+
+
+def _raw_to_input(model: Model, value: float, ndim: int):
+    """A length in raw pixel units as a length in the model's normalised input space (per channel)."""
+    std = model.input_spec.std
+    if std is None:
+        return jnp.float32(value)
+    return (value / jnp.asarray(std, jnp.float32)).reshape((1,) * (ndim - 1) + (-1,))
+
+
+def _pad(a: jax.Array, size: int) -> jax.Array:
+    """Pad the leading axis to `size` (repeating the first row) so every PGD batch has one shape."""
+    missing = size - a.shape[0]
+    return a if missing <= 0 else jnp.concatenate([a, jnp.repeat(a[:1], missing, axis=0)])

@@ -1,0 +1,253 @@
+"""Verification from timing alone: send the fingerprint's samples to a suspect, read only its answers and
+response times, infer where each computation stopped, and score the match with the expected stops.
+
+Ours (Dong et al. 2021 publish neither their statistic nor their thresholds):
+- Each sample is sent `repeats` times, round-robin in a fresh random order per round, so a slow
+  moment of a shared machine hits all samples alike. A sample's time is the minimum over its
+  repeats: interference on a machine only ever adds time, so the minimum is the least noisy
+  estimate of its own cost.
+- The suspect's time levels come from its own times, never from the owner's hardware: the n
+  times are cut into K groups by exact one-dimensional k-means (dynamic programming over the
+  sorted times), and the group of the j-th smallest centre is read as stop exit j (a later stop
+  ran more segments, so it cannot be faster). One-dimensional k-means is invariant to any affine
+  change of the times, so a suspect that is uniformly slower, or has a constant network delay,
+  yields the same levels.
+- The match score is the share of samples whose inferred stop equals the expected one.
+- Calibration: the match rates of independent multi-exit models (`calibrate`). Under the null a
+  sample matches with probability p0, taken as the largest null match rate (or, uncalibrated, the
+  largest share of one expected stop: what a suspect with one time level reaches at best); the
+  p-value is the binomial tail P(Binomial(n, p0) >= matches). The owner's claim is accepted at
+  p < alpha (default 0.01); `threshold` is the smallest match rate that reaches it.
+- The baseline the paper argues against, IPGuard-style label agreement (Cao et al. 2021): the
+  share of samples on which the suspect answers the owner's label, tested the same way against the
+  independents' agreement rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from jaxprov.errors import JaxprovError
+from jaxprov.exits.fingerprint import Fingerprint
+from jaxprov.exits.staged import EarlyExit
+from jaxprov.model import Model
+
+ALPHA = 0.01
+DEFAULT_REPEATS = 15
+
+
+class Suspect(Protocol):
+    def query(self, x) -> tuple[int, float]:
+        """The suspect's answer to one sample and the seconds it took."""
+
+
+class InProcessSuspect:
+    """A multi-exit model in this process, answering with early exit at `threshold`; timed around the call."""
+
+    def __init__(self, model: Model, threshold: float):
+        self.early = EarlyExit(model, threshold).warm_up()
+
+    def query(self, x) -> tuple[int, float]:
+        start = time.perf_counter()
+        label = self.early(x).label
+        return label, time.perf_counter() - start
+
+
+class SlowedSuspect:
+    """A suspect on a simulated slower, noisier machine: each time becomes factor * t + jitter, with jitter
+    drawn from an exponential distribution of mean `jitter_s` (delays only add), seeded."""
+
+    def __init__(self, suspect: Suspect, factor: float = 2.0, jitter_s: float = 0.0, seed: int = 0):
+        self.suspect, self.factor, self.jitter_s = suspect, float(factor), float(jitter_s)
+        self.rng = np.random.default_rng(seed)
+
+    def query(self, x) -> tuple[int, float]:
+        label, seconds = self.suspect.query(x)
+        jitter = self.rng.exponential(self.jitter_s) if self.jitter_s > 0 else 0.0
+        return label, self.factor * seconds + jitter
+
+
+def measure(suspect: Suspect, samples: np.ndarray, repeats: int = DEFAULT_REPEATS, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Query every sample `repeats` times -> (times [n, repeats] seconds, labels [n] of the first round)."""
+    if repeats < 1:
+        raise JaxprovError(f"repeats must be >= 1, got {repeats}")
+    n = len(samples)
+    rng = np.random.default_rng(seed)
+    times = np.empty((n, repeats))
+    labels = np.empty(n, np.int64)
+    suspect.query(samples[0])  # a first query pays for connections and compilation: not a latency
+    for r in range(repeats):
+        for i in rng.permutation(n):
+            label, times[i, r] = suspect.query(samples[i])
+            if r == 0:
+                labels[i] = label
+        if progress is not None:
+            progress((r + 1) * n, repeats * n)
+    return times, labels
+
+
+def time_levels(times: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample minimum over repeats, cut into k levels by exact 1-D k-means ->
+    (level per sample in 0..k-1 by increasing time, level centres in seconds)."""
+    t = np.asarray(times, np.float64)
+    t = t.min(axis=1) if t.ndim == 2 else t
+    if t.size < k:
+        raise JaxprovError(f"{t.size} timed samples cannot show {k} time levels")
+    order = np.argsort(t, kind="stable")
+    bounds = _kmeans_1d(t[order], k)
+    levels = np.empty(t.size, np.int64)
+    centres = []
+    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        levels[order[a:b]] = j
+        centres.append(float(np.mean(t[order[a:b]])))
+    return levels, np.asarray(centres)
+
+
+def _kmeans_1d(v: np.ndarray, k: int) -> list[int]:
+    """Optimal split of sorted `v` into k contiguous groups (least total squared deviation): the start
+    index of each group, then len(v). O(k n^2) over prefix sums; n is a fingerprint's few hundred."""
+    n = v.size
+    s1 = np.concatenate([[0.0], np.cumsum(v)])
+    s2 = np.concatenate([[0.0], np.cumsum(v * v)])
+
+    def cost(i: np.ndarray, j: int) -> np.ndarray:  # groups v[i:j] for every start i
+        m = j - i
+        return s2[j] - s2[i] - (s1[j] - s1[i]) ** 2 / np.maximum(m, 1)
+
+    best = np.full((k + 1, n + 1), np.inf)
+    arg = np.zeros((k + 1, n + 1), np.int64)
+    best[0, 0] = 0.0
+    for g in range(1, k + 1):
+        for j in range(g, n + 1):
+            i = np.arange(g - 1, j)
+            total = best[g - 1, i] + cost(i, j)
+            a = int(np.argmin(total))
+            best[g, j], arg[g, j] = total[a], i[a]
+    bounds, j = [n], n
+    for g in range(k, 0, -1):
+        j = int(arg[g, j])
+        bounds.append(j)
+    return bounds[::-1]
+
+
+def binomial_tail(successes: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) >= successes)."""
+    if successes <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p)
+             + (n - j) * math.log1p(-p) for j in range(successes, n + 1)]
+    top = max(terms)
+    return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms)))
+
+
+def needed(n: int, p0: float, alpha: float) -> float:
+    """The smallest match rate m / n with binomial_tail(m, n, p0) < alpha (1.0 + 1/n when none)."""
+    for m in range(n + 1):
+        if binomial_tail(m, n, p0) < alpha:
+            return m / n
+    return 1.0 + 1.0 / n
+
+
+@dataclasses.dataclass(frozen=True)
+class Test:
+    """One statistic against its null: the score, the null rate p0, the p-value, the rate needed and the verdict."""
+
+    score: float
+    p0: float
+    p_value: float
+    threshold: float
+    verdict: str  # "owner's model" | "not shown"
+    calibrated: bool
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    timing: Test  # the answer: the match of inferred and expected stops
+    labels: Test  # the baseline: agreement with the owner's labels
+    n: int
+    repeats: int
+    levels: tuple[int, ...]  # inferred stop per sample
+    centres_s: tuple[float, ...]
+
+    @property
+    def verdict(self) -> str:
+        return self.timing.verdict
+
+    def to_json(self) -> dict:
+        return {"verdict": self.verdict, "timing": self.timing.to_json(), "labels": self.labels.to_json(),
+                "n": self.n, "repeats": self.repeats, "levels": list(self.levels), "centres_s": list(self.centres_s)}
+
+    def summary(self) -> str:
+        t, b = self.timing, self.labels
+        return "\n".join([
+            f"timing match:    {t.score:.3f} of {self.n} samples (null {t.p0:.3f}, needs {t.threshold:.3f}), "
+            f"p = {t.p_value:.3g}" + ("" if t.calibrated else "  (uncalibrated: no null models)"),
+            f"label agreement: {b.score:.3f} (null {b.p0:.3f}, needs {b.threshold:.3f}), p = {b.p_value:.3g}  "
+            "(IPGuard-style baseline)",
+            "time levels:     " + ", ".join(f"{c * 1e3:.3f} ms" for c in self.centres_s),
+            f"verdict (timing): {self.verdict}",
+        ])
+
+
+def score(fingerprint: Fingerprint, times: np.ndarray, labels: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """-> (timing match rate, label agreement rate, inferred stops, level centres)."""
+    levels, centres = time_levels(times, fingerprint.num_exits)
+    return (float(np.mean(levels == fingerprint.stops)), float(np.mean(np.asarray(labels) == fingerprint.labels)),
+            levels, centres)
+
+
+def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_REPEATS,
+           calibration: dict | None = None, alpha: float = ALPHA, seed: int = 0,
+           progress: Callable[[int, int], None] | None = None) -> Verification:
+    """Query `suspect` with the fingerprint and test the owner's claim (see the module docstring).
+
+    Args:
+      calibration: {"match": [null match rates], "label_agreement": [...]} from `calibrate`; default the
+        fingerprint's own (meta["calibration"]); without one the test is marked uncalibrated.
+    """
+    if not 0 < alpha < 1:
+        raise JaxprovError(f"alpha must be in (0, 1), got {alpha}")
+    times, labels = measure(suspect, fingerprint.samples, repeats, seed, progress)
+    match, agreement, levels, centres = score(fingerprint, times, labels)
+    calibration = calibration if calibration is not None else fingerprint.meta.get("calibration")
+    n = fingerprint.n
+    if calibration:
+        p_timing, p_labels = max(calibration["match"]), max(calibration["label_agreement"])
+    else:
+        p_timing = float(np.max(np.bincount(fingerprint.stops, minlength=fingerprint.num_exits))) / n
+        p_labels = float(np.max(np.bincount(fingerprint.labels))) / n
+    tests = [_test(s, n, p0, alpha, bool(calibration)) for s, p0 in ((match, p_timing), (agreement, p_labels))]
+    return Verification(tests[0], tests[1], n, repeats, tuple(int(v) for v in levels), tuple(float(c) for c in centres))
+
+
+def calibrate(fingerprint: Fingerprint, independents: Sequence[Suspect], repeats: int = DEFAULT_REPEATS,
+              seed: int = 0, names: Sequence[str] | None = None) -> dict:
+    """The null: match and label-agreement rates of independent multi-exit models on the fingerprint."""
+    if not independents:
+        raise JaxprovError("calibration needs at least one independent multi-exit model")
+    matches, agreements = [], []
+    for suspect in independents:
+        match, agreement, _, _ = score(fingerprint, *measure(suspect, fingerprint.samples, repeats, seed))
+        matches.append(match)
+        agreements.append(agreement)
+    return {"match": matches, "label_agreement": agreements, "repeats": repeats,
+            "null": list(names) if names is not None else None}
+
+
+def _test(score_: float, n: int, p0: float, alpha: float, calibrated: bool) -> Test:
+    matches = int(round(score_ * n))
+    p = binomial_tail(matches, n, p0)
+    return Test(score_, p0, p, needed(n, p0, alpha), "owner's model" if p < alpha else "not shown", calibrated)
