@@ -8,9 +8,12 @@ unwrapping checkpoint dicts, planning, converting, and the error messages.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from converters.registry import SourceFamily, register_source  # noqa: F401
 from converters.state_dict import (CONVERTER_VERSION, detect_arch, free_fields, from_state_dict,  # noqa: F401
                                    names_arch, resolve_arch, with_free_fields)
+from jaxprov.model import Model
 
 
 def source_digest(path) -> str:
@@ -34,9 +37,16 @@ def source_digest(path) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint(path, arch: str | None = None, *, progress: bool = False, digest: str | None = None) -> Model:
-    """A Model from a checkpoint file (.pt/.pth/.bin/.safetensors) or a Hugging Face model directory.
+def load_checkpoint(path, arch: str | None = None, *, progress: bool = False, digest: str | None = None,
+                    module: str | None = None, module_kwargs: Mapping | None = None,
+                    input_spec=None) -> Model:
+    """A Model from a checkpoint file (.pt/.pth/.bin/.safetensors), a `torch.export` archive (.pt2)
+    or a Hugging Face model directory.
 
+    `module` ("package.module:Class", built with `module_kwargs`) or `arch="timm:NAME"` convert
+    the weights through the generic torch converter (converters/torch_generic.py), as do .pt2
+    archives and Hugging Face folders whose model_type has no hand-written family; `input_spec`
+    gives a custom module's input (a timm model's defaults to timm's config).
     Only regular files are opened (FIFOs, devices and sockets are refused before any open), and a
     folder's files must lie inside it; `digest` (default: source_digest(path)) is recorded as the source.
     """
@@ -55,6 +65,18 @@ def load_checkpoint(path, arch: str | None = None, *, progress: bool = False, di
         raise CheckpointError(f"{path}: a directory, but neither a Hugging Face model (no config.json) nor a "
                               "stored jaxprov model (no jaxprov.json)")
     source = {"path": str(path), "sha256": digest or source_digest(path)}
+    generic = module is not None or (arch or "").startswith("timm:") or (
+        not path.is_dir() and path.suffix == ".pt2")
+    if generic:
+        if path.is_dir():
+            raise CheckpointError(f"{path}: --module and timm: convert a weights file, not a folder")
+        from converters import torch_sources
+
+        if module is not None:
+            return torch_sources.from_class_checkpoint(path, module, module_kwargs, input_spec, meta={"source": source})
+        if arch is not None and arch.startswith("timm:"):
+            return torch_sources.from_timm_checkpoint(path, arch[len("timm:"):], input_spec, meta={"source": source})
+        return torch_sources.from_export_archive(path, input_spec, meta={"source": source}, digest=source["sha256"])
     if path.is_dir():
         from converters import huggingface
 

@@ -8,9 +8,9 @@ tensors jaxprov read are handed to transformers (`from_pretrained(None, config=.
 which applies any renames or fusions its version does on load and reports weights it would
 initialise randomly; otherwise they are converted as read.
 
-Supported model_type: "bert". "roberta" / "xlm-roberta" / "camembert" share BERT's key names but
-offset position ids by padding_idx + 1 and use one token type; "distilbert" and "electra" rename
-or reshape layers: each would need its own handler here.
+Hand-written model_type: "bert". Every other model_type transformers knows (DistilBERT, RoBERTa,
+GPT-2, ViT, ...) goes through the generic torch converter (converters/torch_sources.py), which
+needs torch, transformers and torchax.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _read_config(directory: Path) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file}: not a JSON object; a Hugging Face config.json maps field names to values")
     model_type = config.get("model_type")
-    if not isinstance(model_type, str) or model_type not in HANDLERS:
-        raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r:.40} is not supported; jaxprov loads "
-                              f"Hugging Face directories of model_type {', '.join(map(repr, HANDLERS))}")
+    if not isinstance(model_type, str):
+        raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r:.40} is not supported (not a "
+                              "string); a Hugging Face config.json names its model_type")
     return config
 
 
@@ -107,6 +107,13 @@ def load_hf_directory(path: str | Path, arch: str | None = None) -> Model:
     """
     directory = Path(path).expanduser()
     config = _read_config(directory)
+    if config["model_type"] not in HANDLERS:
+        if arch is not None:
+            raise ArchitectureError(f"{directory}: model_type {config['model_type']!r:.40} has no hand-written family; "
+                                    "it is converted generically from config.json, without --arch")
+        from converters import torch_sources
+
+        return torch_sources.from_hf_directory(directory, config)
     handler = HANDLERS[config["model_type"]]
     try:
         class_name = handler.hf_class(config)

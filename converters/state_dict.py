@@ -75,6 +75,8 @@ def with_free_fields(arch: str, key: str) -> str | None:
 
 def names_arch(arch: str, key: str) -> bool:
     """Whether a user's `arch` (e.g. "resnet18") names a model of arch key `key` ("resnet18[num_classes=10]")."""
+    if arch.startswith("timm:"):  # a generic model's key: torch:timm.NAME@digest
+        return isinstance(key, str) and key.startswith(f"torch:timm.{arch[len('timm:'):]}@")
     models.resolve(arch)  # an unknown `arch` is the user's error: ArchitectureError
     try:
         return isinstance(key, str) and with_free_fields(arch, key) == key

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from jaxprov import arguments, store
-from jaxprov.errors import CheckpointError, StoreError
+from jaxprov.errors import CheckpointError, JaxprovError, StoreError
 from jaxprov.model import Model
 
 
@@ -24,7 +24,7 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
     arch = arguments.optional_str(arch, "load: arch")
     progress = arguments.flag(progress, "load: progress")
     if store.is_model_dir(path):
-        model = store.load_model(path)
+        model = load_model(path)
         if arch is not None and arch != model.arch:
             import converters
             if not converters.names_arch(arch, model.arch):
@@ -38,12 +38,34 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
         raise CheckpointError(store.os_error_line(err.filename or path, err)) from None
 
 
+def load_model(directory: str | os.PathLike) -> Model:
+    """A stored model (`jaxprov.store.load_model`); a generic torch model's function is traced
+    again, which needs torch and torchax (the stored metadata says how to build its module)."""
+    directory = arguments.path(directory, "load_model: directory")
+    if store.is_model_dir(directory) and store.is_generic(store.read_meta(directory)):
+        try:
+            import converters.torch_sources  # noqa: F401 - registers the rebuilder of generic models
+        except JaxprovError:
+            pass  # no torch / torchax: store.load_model says what to install
+    return store.load_model(directory)
+
+
+def from_torch(module, input_spec, **options) -> Model:
+    """Any `torch.nn.Module` as a Model, traced by torchax (converters.torch_generic.from_torch)."""
+    from converters import torch_generic
+
+    return torch_generic.from_torch(module, input_spec, **options)
+
+
 def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: str | None = None, *,
-            force: bool = False, progress: bool = False) -> tuple[Path, Model, bool]:
+            force: bool = False, progress: bool = False, module: str | None = None,
+            module_kwargs: dict | None = None, input_spec=None) -> tuple[Path, Model, bool]:
     """Convert `src` once and store it. Returns (directory, model, converted_now).
 
-    Content-addressed: the output is keyed by the source's sha256, the requested arch and the
-    converter version. Without `out` it goes under `store.default_root()/models/`; if the target
+    `module` ("package.module:Class", with `module_kwargs` and `input_spec`) and `arch="timm:NAME"`
+    convert through the generic torch converter (see converters.load_checkpoint).
+    Content-addressed: the output is keyed by the source's sha256, the requested arch (or module
+    and its kwargs) and the converter version. Without `out` it goes under `store.default_root()/models/`; if the target
     already holds this conversion, nothing is recomputed (converted_now is False). `force` replaces
     a different stored model in `out`, but only a folder that holds a stored model and nothing
     else: foreign files are named and kept.
@@ -62,20 +84,35 @@ def convert(src: str | os.PathLike, out: str | os.PathLike | None = None, arch: 
     except OSError as err:
         raise CheckpointError(store.os_error_line(err.filename or src, err)) from None
     if out is None:
-        tag = (arch or "auto").replace("/", "_").replace("[", "(").replace("]", ")")
+        tag = (arch or "auto").replace("/", "_").replace("[", "(").replace("]", ")").replace(":", "-")
+        if module is not None:
+            import hashlib
+            import json
+
+            recipe = json.dumps([module, module_kwargs or {}, input_spec.to_json() if input_spec else None],
+                                sort_keys=True)
+            tag = f"{module.rpartition(':')[2][:40]}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
         out = store.default_root() / "models" / f"{digest[:24]}-{tag}-c{converters.CONVERTER_VERSION}"
     if store.is_model_dir(out) and not force:
         meta = store.read_meta(out)
         same_source = (meta.get("source") or {}).get("sha256") == digest
         same_converter = (meta.get("converter") or {}).get("version") == converters.CONVERTER_VERSION
-        same_arch = arch is None or converters.names_arch(arch, meta.get("arch"))
+        if module is None:
+            same_arch = arch is None or converters.names_arch(arch, meta.get("arch"))
+        else:
+            from converters import torch_sources
+
+            recipe = (meta.get("generic") or {}).get("recipe") or {}
+            same_arch = recipe.get("class") == module and recipe.get("kwargs") == torch_sources.tg.full_kwargs(
+                torch_sources.import_class(module), module_kwargs)
         if same_source and same_converter and same_arch:
-            return out, store.load_model(out), False
+            return out, load_model(out), False
         raise StoreError(f"{out}: already holds another model ({meta.get('name')}, {meta.get('arch')}); "
                          "choose another --out or pass --force to replace it")
     store.check_target(out, overwrite=True)  # before the conversion: a refusal costs nothing
     try:
-        model = converters.load_checkpoint(src, arch, progress=progress, digest=digest)
+        model = converters.load_checkpoint(src, arch, progress=progress, digest=digest, module=module,
+                                           module_kwargs=module_kwargs, input_spec=input_spec)
     except OSError as err:
         raise CheckpointError(store.os_error_line(err.filename or src, err)) from None
     return store.save_model(model, out, overwrite=True), model, True

@@ -24,7 +24,19 @@ EXIT_NO_EVIDENCE = 1  # compare: no method could compare the pair, so no verdict
 def _cmd_convert(args) -> int:
     from jaxprov import api
 
-    out, model, converted = api.convert(args.src, args.out, args.arch, force=args.force, progress=True)
+    generic = {}
+    if args.module_kwargs is not None and args.module is None:
+        from jaxprov.errors import ArgumentError
+
+        raise ArgumentError("--module-kwargs needs --module package.module:Class")
+    if args.module is not None or args.input_shape is not None:
+        from converters import torch_sources
+
+        generic = {"module": args.module, "input_spec": torch_sources.input_spec_from_shape(
+            args.input_shape, args.input_mean, args.input_std)}
+        if args.module is not None:
+            generic["module_kwargs"] = torch_sources.parse_kwargs(args.module_kwargs)
+    out, model, converted = api.convert(args.src, args.out, args.arch, force=args.force, progress=True, **generic)
     print(model.summary())
     print(f"stored:      {out}" + ("" if converted else "  (already converted; nothing recomputed)"))
     return 0
@@ -122,7 +134,19 @@ def _cmd_archs(args) -> int:
     for name in models.list_archs():
         family, _, _ = models.resolve(name)
         print(f"{name:24s} {family.name}")
+    print("\ngeneric sources (any PyTorch model, traced by torchax; needs jaxprov[torch], see docs/architectures.md):")
+    for source, how in GENERIC_SOURCES:
+        print(f"  {source:40s} {how}")
     return 0
+
+
+GENERIC_SOURCES = (
+    ("--module package.module:Class", "your own nn.Module class, built with --module-kwargs JSON"),
+    ("--arch timm:NAME", "any timm architecture (e.g. timm:resnet18d); input size from timm"),
+    ("MODEL.pt2", "a torch.export archive (graph and weights; nothing in it is unpickled)"),
+    ("Hugging Face folder", "any model_type transformers knows without a family above (distilbert, roberta, "
+                            "gpt2, vit, ...)"),
+)
 
 
 def _cmd_bench(args) -> int:
@@ -244,7 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a checkpoint (file or Hugging Face directory) into a stored model")
     p.add_argument("src")
     p.add_argument("--out", help="output directory (default: the content-addressed store, $JAXPROV_HOME)")
-    p.add_argument("--arch", help="architecture key, e.g. resnet18 or cifar_resnet56 (default: detect)")
+    p.add_argument("--arch", help="architecture key, e.g. resnet18 or cifar_resnet56 (default: detect), or timm:NAME "
+                                  "for a timm model (generic converter)")
+    p.add_argument("--module", help="package.module:Class, your own torch.nn.Module for these weights (generic "
+                                    "converter; needs jaxprov[torch])")
+    p.add_argument("--module-kwargs", help="JSON keyword arguments that build --module, e.g. '{\"width\": 16}'")
+    p.add_argument("--input-shape", help="the input of --module (or a timm / .pt2 override): H,W,C for NHWC images, "
+                                         "F for vectors")
+    p.add_argument("--input-mean", help="per-channel mean of the input normalisation, e.g. 0.5,0.5,0.5")
+    p.add_argument("--input-std", help="per-channel std of the input normalisation")
     p.add_argument("--force", action="store_true", help="replace a different model already in --out")
     p.set_defaults(func=_cmd_convert)
 

@@ -39,6 +39,9 @@ from jaxprov.probes import Probes
 AUTO_VMAP_MAX_PARAMS = 50_000_000
 # Fraction of a device's memory one compiled call may use for temporaries.
 MEMORY_FRACTION = 0.25
+# Probe builders hold every seed beside their chunk (1,000 seeds at 224 px are 0.6 GB): they plan
+# their chunks against this fraction of the budget.
+PROBE_BUILDER_SHARE = 0.5
 CPU_MEMORY_BUDGET = 2 * 2**30
 
 
@@ -171,8 +174,12 @@ def _plan_chunks(config: EngineConfig, n_models: int, n_probes: int, per_item: f
         k = math.ceil(k / n_devices) * n_devices
     else:
         k = 1
-    c = config.probe_chunk or max(1, min(n_probes, items * (n_devices if vmapped else 1) // k))
-    return k, c
+    if config.probe_chunk:
+        return k, config.probe_chunk
+    c = max(1, min(n_probes, items * (n_devices if vmapped else 1) // k))
+    # Equal chunks: the last one is padded to the compiled size, so 500 probes in chunks of at most
+    # 445 run as 2 x 250, not 445 + 445 (of which 390 padding).
+    return k, math.ceil(n_probes / math.ceil(n_probes / c))
 
 
 def _pad_probes(chunk, size: int):
@@ -293,7 +300,7 @@ def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: En
         return run(model.params, inputs, shared)
     device = (jax.local_devices() if config.shard else jax.local_devices()[:1])[0]
     per_item = None if config.probe_chunk else _cost_per_item(run, model.params, inputs, shared)
-    _, c = _plan_chunks(config, 1, n, per_item, _device_budget(device), 1, False)
+    _, c = _plan_chunks(config, 1, n, per_item, int(_device_budget(device) * PROBE_BUILDER_SHARE), 1, False)
     parts = []
     for p0 in range(0, n, c):
         valid = min(c, n - p0)

@@ -21,6 +21,7 @@ def load_zoo_directory(directory: str | os.PathLike) -> tuple[list[Model], list[
     """Every model in a folder (checkpoint files, HF directories, stored models), plus one line per
     entry that was skipped. Entries are visited in sorted order; names are the entry names (file
     stems for files). Hidden entries (".name") are ignored."""
+    from converters.export_archive import SUFFIX as EXPORT_SUFFIX
     from converters.readers import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
     from jaxprov import api, arguments
 
@@ -45,7 +46,7 @@ def load_zoo_directory(directory: str | os.PathLike) -> tuple[list[Model], list[
         if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
             failures.append(f"{entry.name}: not a regular file or folder (a FIFO, device or socket); not opened")
             continue
-        if stat.S_ISREG(mode) and entry.suffix not in TORCH_SUFFIXES + SAFETENSORS_SUFFIXES:
+        if stat.S_ISREG(mode) and entry.suffix not in TORCH_SUFFIXES + SAFETENSORS_SUFFIXES + (EXPORT_SUFFIX,):
             continue
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -13,7 +13,9 @@ the process exits.
 A stored model is input like any other: loading checks `jaxprov.json` field by field (types, the
 arch key, the input spec against the arch's) and the params against the arch's tree (paths, shapes)
 and against the recorded `params_sha256`; any mismatch is one StoreError. Loading needs neither
-torch nor the source checkpoint.
+torch nor the source checkpoint, except for generic models (converters/torch_generic.py): their
+function is traced from a torch module again, which `meta["generic"]` says how to build; the
+converter registers that rebuilder (`register_rebuilder`), and `jaxprov.load` imports it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ MODEL_ENTRIES = frozenset({META_FILE, PARAMS_DIR})  # everything a stored model 
 FORMAT = "jaxprov-model"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 16 << 20  # a jaxprov.json larger than this is not one jaxprov wrote
+
+
+# The rebuilder of generic (torchax) models: meta -> an object with `arch`, `apply(params, x)` and
+# `abstract_params()`; registered by converters.torch_sources when it is imported.
+_REBUILDER: list = []
+
+
+def register_rebuilder(rebuild) -> None:
+    _REBUILDER[:] = [rebuild]
+
+
+def is_generic(meta: dict) -> bool:
+    """Whether a stored model's metadata describes a generic (torchax-traced) model."""
+    return isinstance(meta.get("generic"), dict)
 
 
 def default_root() -> Path:
@@ -135,6 +151,13 @@ def _meta_problems(meta: dict) -> list[str]:
         problems.append(f"output_kind {_short(meta['output_kind'])} is not one of {', '.join(OUTPUT_KINDS)}")
     if meta["num_params"] < 0:
         problems.append(f"num_params {meta['num_params']} is negative")
+    if is_generic(meta):
+        if not meta["arch"].startswith("torch:"):
+            problems.append(f"arch {_short(meta['arch'])} is not a generic model's (torch:...)")
+        try:  # the rebuilt module decides the rest; its spec is this one
+            return problems + _spec_problems(meta["input_spec"], InputSpec.from_json(meta["input_spec"]))
+        except (TypeError, ValueError, OverflowError, KeyError):
+            return problems + [f"input_spec {_short(meta['input_spec'])} does not parse"]
     try:
         _, _, arch_spec, _ = models.create(meta["arch"])
     except (JaxprovError, TypeError, ValueError, OverflowError, RecursionError):
@@ -301,8 +324,9 @@ def load_model(directory: str | os.PathLike) -> Model:
     except Exception as err:  # orbax raises many types for a damaged checkpoint
         raise StoreError(f"{directory}: the stored params cannot be read ({type(err).__name__}); "
                          "delete the directory and convert again") from None
-    expected = {jax.tree_util.keystr(k): v.shape
-                for k, v in jax.tree_util.tree_leaves_with_path(models.abstract_params(meta["arch"]))}
+    function = _rebuild(directory, meta) if is_generic(meta) else None
+    abstract = function.abstract_params() if function is not None else models.abstract_params(meta["arch"])
+    expected = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
     got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
     problems = ([f"missing {k}" for k in sorted(expected.keys() - got.keys())]
                 + [f"unexpected {k}" for k in sorted(got.keys() - expected.keys())]
@@ -317,10 +341,34 @@ def load_model(directory: str | os.PathLike) -> Model:
     if digest != meta["params_sha256"]:
         raise StoreError(f"{directory}: the stored params do not match their recorded sha256 (changed after "
                          "they were written); delete the directory and convert again")
-    model = models.build(meta["arch"], params, name=meta["name"], meta=meta)
-    model = model.replace(input_spec=InputSpec.from_json(meta["input_spec"]), output_kind=meta["output_kind"])
+    if function is not None:
+        model = Model(name=meta["name"], arch=meta["arch"], module=function, params=params,
+                      input_spec=InputSpec.from_json(meta["input_spec"]), output_kind=meta["output_kind"], meta=meta)
+    else:
+        model = models.build(meta["arch"], params, name=meta["name"], meta=meta)
+        model = model.replace(input_spec=InputSpec.from_json(meta["input_spec"]), output_kind=meta["output_kind"])
     remember(model, digest)  # checked just now: the signature cache need not hash again
     return model
+
+
+def _rebuild(directory: Path, meta: dict):
+    """The traced function of a stored generic model; one StoreError if it cannot be rebuilt here."""
+    from jaxprov.errors import JaxprovError
+
+    generic = meta["generic"]
+    recipe = generic.get("recipe") if isinstance(generic.get("recipe"), dict) else {}
+    what = f"a generic torch model ({_short(recipe.get('kind'))} {_short(recipe.get('class') or recipe.get('name'))})"
+    if not _REBUILDER:
+        raise StoreError(f"{directory}: {what}; loading it needs torch and torchax: install them "
+                         f"({generic.get('loading_needs') or 'pip install jaxprov[torch]'}) and load it with jaxprov.load")
+    try:
+        function = _REBUILDER[0](meta)
+    except JaxprovError as err:
+        raise StoreError(f"{directory}: {what} cannot be rebuilt here: {err}") from None
+    if function.arch != meta["arch"]:
+        raise StoreError(f"{directory}: {what} rebuilds as {function.arch}, not the stored {meta['arch']} (the class, "
+                         "its kwargs or the installed versions changed); convert the checkpoint again")
+    return function
 
 
 def _to_dicts(tree):

@@ -155,8 +155,8 @@ def test_hf_directory_drops_pretraining_heads_and_reads_files_without_transforme
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         load_hf_directory(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(CheckpointError, match="model_type 'gpt2' is not supported"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": 3}))
+    with pytest.raises(CheckpointError, match="model_type 3 is not supported"):
         load_hf_directory(tmp_path)
 
 

@@ -73,6 +73,8 @@ def continuous_inputs(seeds, method: str) -> jax.Array:
     """Seed inputs as a float array; token ids (text) cannot be perturbed or interpolated."""
     if isinstance(seeds.inputs, dict):
         raise JaxprovError(f"{method} needs continuous inputs (images or vectors); token ids are not one")
+    if isinstance(seeds.inputs, np.ndarray):  # host seeds stay on the host: no second copy of them all
+        return np.asarray(seeds.inputs, np.float32)
     return jnp.asarray(seeds.inputs, jnp.float32)
 
 

@@ -76,7 +76,7 @@ class SAC(Method):
             x = continuous_inputs(seeds, self.name)
             if x.ndim != 4:
                 raise JaxprovError("SAC's CutMix probes need NHWC images")
-            x = cutmix(x, key)
+            x = cutmix(jnp.asarray(x), key)
             meta["cutmix_key"] = key_repr(key)
         return Probes(inputs={"x": x}, meta=meta)
 
