@@ -52,7 +52,8 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     path = Path(path)
     pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp")
     try:
-        candidates = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and not p.is_symlink() and p.is_file()]
+        candidates = [p for p in path.parent.iterdir()
+                      if pattern.fullmatch(p.name) and not p.is_symlink() and p.is_file()]
     except OSError:
         return []
     return [p for p in candidates if remove_if_abandoned(p)]

@@ -30,8 +30,8 @@ def _truth(model) -> str:
 def _table(rows: list[list[str]], right_aligned: tuple[int, ...] = ()) -> str:
     """Rows as indented columns, each as wide as its longest cell (model names run to 18 characters)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ("  ".join(cell.rjust(w) if i in right_aligned else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows)
+    lines = ("  ".join(cell.rjust(w) if i in right_aligned else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
     return "\n".join(f"      {line}".rstrip() for line in lines)
 
 

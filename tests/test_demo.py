@@ -8,7 +8,8 @@ from jaxprov.training.mnist import RECIPE
 def test_demo_columns_line_up_for_every_model_name():
     names = [entry["name"] for entry in RECIPE["models"]]
     rows = [["model", "truth", "jaxprov", "P(derived)", ""]]
-    rows += [[name, "independent", "inconclusive", "n/a" if i % 2 else "0.975", "WRONG"] for i, name in enumerate(names)]
+    rows += [[name, "independent", "inconclusive", "n/a" if i % 2 else "0.975", "WRONG"]
+             for i, name in enumerate(names)]
     lines = _table(rows, right_aligned=(3,)).splitlines()
     assert len(lines) == len(rows) and max(map(len, names)) == 18
     for column in (1, 2):  # left-aligned columns start at one offset on every line
