@@ -5,17 +5,13 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from jaxprov.training import ZOO_VERSION
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_notebook_executes(tmp_path, request, monkeypatch, mnist_zoo):
-    # Reuse the zoo the suite already trained (the mnist_zoo fixture's cache) instead of retraining;
-    # without pytest's cache the notebook trains its own.
-    cache = getattr(request.config, "cache", None)
-    if cache is not None:
-        monkeypatch.setenv("JAXPROV_ZOO_CACHE", str(cache.mkdir(f"mnist_zoo_v{ZOO_VERSION}")))
+def test_quickstart_notebook_executes(tmp_path, monkeypatch, mnist_zoo):
+    # The notebook loads the zoo the suite already trained (the mnist_zoo fixture's folder, with or
+    # without pytest's cache) instead of training its own.
+    monkeypatch.setenv("JAXPROV_ZOO_CACHE", str(mnist_zoo["root"]))
     monkeypatch.setenv("JAXPROV_NOTEBOOK_DIR", str(tmp_path))
     notebook = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
