@@ -148,19 +148,21 @@ def bench_torch(results, n_jax=100):
     results["torch_baseline"] = row
 
 
-# The issue's zoo sizes, and a tiny one that exercises the same code on a CPU in seconds.
+# The issue's zoo sizes, and a tiny one that exercises the same code on a CPU in seconds: the same
+# CIFAR ResNet family at 8 layers (one block per stage; compiling ResNet-20's gradient field and
+# DDV twins on a CPU took most of the smoke run).
 SIZES = {
-    "full": {"gradfield_models": 1000, "gradfield": {}, "ddv_models": 2000, "ddv": {},
+    "full": {"arch": "cifar_resnet20", "gradfield_models": 1000, "gradfield": {}, "ddv_models": 2000, "ddv": {},
              "all_pairs": ((10_000, 100), (10_000, 4096), (100_000, 100))},
-    "smoke": {"gradfield_models": 3, "gradfield": {"n_seeds": 4, "steps": 3}, "ddv_models": 3,
-              "ddv": {"n_seeds": 4, "iters": 2}, "all_pairs": ((300, 16), (1000, 8))},
+    "smoke": {"arch": "cifar_resnet20[depth=8]", "gradfield_models": 3, "gradfield": {"n_seeds": 4, "steps": 3},
+              "ddv_models": 3, "ddv": {"n_seeds": 4, "iters": 2}, "all_pairs": ((300, 16), (1000, 8))},
 }
 SIZE = SIZES["full"]
 
 
 def bench_zoo_gradfield(results):
     n = SIZE["gradfield_models"]
-    zoo = make_zoo("cifar_resnet20", n)
+    zoo = make_zoo(SIZE["arch"], n)
     gf = methods.get("gradient_field", **SIZE["gradfield"])
     probes = gf.make_probes(seeds_for(zoo[0], gf.n_seeds), jax.random.PRNGKey(5))
     out = {}
@@ -170,7 +172,7 @@ def bench_zoo_gradfield(results):
         start = time.perf_counter()
         sigs = signatures(gf, zoo, probes, EngineConfig(dtype=dtype))
         t = time.perf_counter() - start
-        out[dtype] = {"models": n, "seconds": t, "rows_per_s": n * gf.n_seeds * gf.steps / t,
+        out[dtype] = {"arch": zoo[0].arch, "models": n, "seconds": t, "rows_per_s": n * gf.n_seeds * gf.steps / t,
                       "signature_floats": int(sigs.matrix.shape[1])}
         print(dtype, out[dtype], flush=True)
     results["zoo_gradient_field"] = out
@@ -178,7 +180,7 @@ def bench_zoo_gradfield(results):
 
 def bench_zoo_ddv(results):
     n = SIZE["ddv_models"]
-    zoo = make_zoo("cifar_resnet20", n)
+    zoo = make_zoo(SIZE["arch"], n)
     ddv = methods.get("ddv", **SIZE["ddv"])
     start = time.perf_counter()
     probes = ddv.make_probes(seeds_for(zoo[0], ddv.n_seeds), jax.random.PRNGKey(6), zoo[0])
@@ -188,7 +190,7 @@ def bench_zoo_ddv(results):
     start = time.perf_counter()
     signatures(ddv, zoo, probes)
     t = time.perf_counter() - start
-    results["zoo_ddv"] = {"models": n, "twin_generation_s": t_probes, "signatures_s": t,
+    results["zoo_ddv"] = {"arch": zoo[0].arch, "models": n, "twin_generation_s": t_probes, "signatures_s": t,
                           "extrapolated_10000_s": t * 10000 / n}
     print(results["zoo_ddv"], flush=True)
 

@@ -78,5 +78,5 @@ def torch_state_dict(torch):
     def numpy_state_dict(module):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     return numpy_state_dict
-from tests.zoo_fixtures import mnist_zoo  # noqa: E402,F401
+from tests.zoo_fixtures import ci_run, mnist_zoo  # noqa: E402,F401
 from tests.exits_fixtures import exits_zoo  # noqa: E402,F401

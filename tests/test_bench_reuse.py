@@ -2,24 +2,11 @@
 
 import json
 
-import pytest
-
 from jaxprov import cli
-from jaxprov.bench import reuse
 from jaxprov.bench.presets import PRESETS, REUSE_TYPES
 from jaxprov.bench.protocol import make_recipe
 
 STRONG_REUSE = ("finetune-last", "finetune-all", "prune-20", "prune-50", "prune-80")
-
-
-@pytest.fixture(scope="module")
-def ci_run(request, tmp_path_factory):
-    # The zoo and signatures are reused between local runs (the recipe builder and the store
-    # resume); a fresh clone (CI), or a run without pytest's cache, builds everything.
-    cache = getattr(request.config, "cache", None)
-    out = cache.mkdir("reuse_ci_v1") if cache else tmp_path_factory.mktemp("reuse_ci")
-    doc = reuse.run("ci", out, log=lambda line: None)
-    return out, doc
 
 
 def test_ci_preset_has_enough_pairs_and_disjoint_splits(ci_run):

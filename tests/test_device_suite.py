@@ -6,14 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # trains the smoke zoo (about 40 small models, one epoch each)
-def test_smoke_run_writes_every_figure_as_json(tmp_path):
+def test_smoke_run_writes_every_figure_as_json(tmp_path, ci_run):
     out = tmp_path / "results"
+    # The smoke zoo's 44 models are models of the ci zoo (same entries, same digests): the run loads
+    # them from the ci_run fixture's zoo (a resumed zoo folder) instead of training them again.
+    zoo = ci_run[0] / "zoo"
+    (tmp_path / "work" / "reuse").mkdir(parents=True)
+    (tmp_path / "work" / "reuse" / "zoo").symlink_to(zoo, target_is_directory=True)
+    stamps = {p.parent.name: p.stat().st_mtime_ns for p in zoo.glob("*/jaxprov.json")}
     # The suite's python is this test's (the script defaults to the device image's python3).
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHON": sys.executable}
     run = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_suite.sh"), "--smoke", "--out", str(out),
@@ -24,11 +27,16 @@ def test_smoke_run_writes_every_figure_as_json(tmp_path):
     assert {name: stage["exit"] for name, stage in suite["stages"].items()} == {"engine": 0, "reuse": 0}
     engine = json.loads((out / "engine.json").read_text())
     assert engine["size"] == "smoke" and "command" in engine and not any(k.endswith("_error") for k in engine)
-    assert engine["zoo_gradient_field"]["float32"]["models"] == 3
-    assert engine["zoo_ddv"]["models"] == 3
+    fields = engine["zoo_gradient_field"]
+    for section in (fields["float32"], fields["bfloat16"], engine["zoo_ddv"]):
+        assert section["models"] == 3 and section["arch"] == "cifar_resnet20[depth=8]"  # the device's family
     assert [row["n"] for row in engine["all_pairs"]] == [300, 300, 1000, 1000]
     reuse = json.loads((out / "reuse.json").read_text())
     assert reuse["size"] == "smoke" and reuse["preset"]["name"] == "ci-smoke"
+    assert reuse["reuse"]["protocol"]["groups"]["val"]["models"] == 22
+    # Every smoke model was one of the ci zoo's and was loaded: nothing in that zoo was written.
+    assert {p.parent.name: p.stat().st_mtime_ns for p in zoo.glob("*/jaxprov.json")} == stamps
+    assert set(reuse["reuse"]["accuracy"]) <= set(stamps)
     overall = reuse["reuse"]["results"]["default"]["overall"]
     assert 0.0 <= overall["auc"] <= 1.0 and overall["n_pos"] > 0 and overall["n_neg"] > 0
 

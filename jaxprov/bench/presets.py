@@ -103,7 +103,10 @@ PRESETS: dict[str, Preset] = {
                                ("mlp", 213, "digits:train", ())]},
         nulls={"val": [("mlp", 121), ("mlp", 122), ("lenet", 123), ("lenet", 124)],
                "test": [("mlp", 221), ("mlp", 222), ("lenet", 223), ("lenet", 224)]},
-        other_arch=_SMALL_OTHER, stages=_SMALL_STAGES, adversarial=_ADV_SMALL, method_config=_SMALL_METHODS,
+        other_arch=_SMALL_OTHER, stages=_SMALL_STAGES, adversarial=_ADV_SMALL,
+        # A 32 x 25 field (a quarter of 64 x 50) still gives AUC 1.0 on every weight-preserving reuse
+        # here and keeps the suite's run of this preset short.
+        method_config={**_SMALL_METHODS, "gradient_field": {"n_seeds": 32, "steps": 25}},
         n_boot=300),
     # The same protocol at a size a CPU runs in tens of minutes: three bases per group.
     "cpu": Preset(
