@@ -262,6 +262,18 @@ def _hook(module, taps: Taps, captured: dict) -> list:
     return handles
 
 
+def _forward_hooked(module, handles: list, args, kwargs) -> None:
+    """One no-grad forward of `module` with the forward hooks `handles`, removed afterwards."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 # -- building a TorchFunction --------------------------------------------------------------------
 
 _FUNCTIONS: dict[str, TorchFunction] = {}
@@ -287,12 +299,7 @@ def _last_linear(module, example_args, example_kwargs) -> str | None:
     order: list[str] = []
     handles = [m.register_forward_hook(lambda mod, *_: order.append(names[id(mod)]))
                for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    try:
-        with torch.no_grad():
-            module(*example_args, **example_kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_hooked(module, handles, example_args, example_kwargs)
     return order[-1] if order else None
 
 
@@ -452,16 +459,8 @@ def _parity(fn: TorchFunction, params, example, reference, torch_module, taps, a
     ref = fn._select(reference)
     errors = [_rel(out, ref.detach().numpy())]
     if taps.pre_logits is not None or taps.outputs:
-        import torch
-
         captured: dict = {}
-        handles = _hook(torch_module, taps, captured)
-        try:
-            with torch.no_grad():
-                torch_module(*args, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        _forward_hooked(torch_module, _hook(torch_module, taps, captured), args, kwargs)
         errors += [_rel(feats[name], value.detach().numpy()) for name, value in captured.items()]
     return max(errors)
 

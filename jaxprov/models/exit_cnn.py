@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxprov.model import InputSpec
 from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
-from jaxprov.models.multi_exit import EXITS
+from jaxprov.models.multi_exit import EXITS, run_segments
 from jaxprov.models.small import MNIST_MEAN, MNIST_STD
 
 
@@ -56,14 +55,11 @@ class ExitCNN(nn.Module):
         return h, (self.ics[k](h) if k < self.config.exits - 1 else self.head(L.flatten_nchw(L.avg_pool(h, 3))))
 
     def __call__(self, x):
-        logits, feats, h = [], {}, x
-        for k in range(self.config.exits):
-            h, out = self.segment(k, h)
-            logits.append(out)
-            feats[f"segment{k}"] = h
-        feats["pre_logits"] = L.global_avg_pool(h)
-        feats[EXITS] = jnp.stack(logits, axis=1)
-        return logits[-1], feats
+        states, exits = run_segments(self, x)
+        feats = {f"segment{k}": h for k, h in enumerate(states)}
+        feats["pre_logits"] = L.global_avg_pool(states[-1])
+        feats[EXITS] = exits
+        return exits[:, -1], feats
 
 
 def _input_spec(config: ExitCNNConfig) -> InputSpec:

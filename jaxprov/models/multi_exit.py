@@ -11,7 +11,9 @@ A multi-exit module
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
+
+import jax.numpy as jnp
 
 EXITS = "exits"  # the features key of the stacked exit logits [batch, K, classes]
 
@@ -23,3 +25,21 @@ def num_exits(module: Any) -> int:
 
 def is_multi_exit(module: Any) -> bool:
     return num_exits(module) >= 2
+
+
+def segment_blocks(ics: Sequence[int], n_blocks: int, k: int) -> range:
+    """The 0-based blocks of segment k of an SDN whose internal classifiers read the blocks numbered
+    `ics` (1-based, SDN's `add_ic` positions) of its `n_blocks` blocks."""
+    ends = [*ics, n_blocks]
+    return range(0 if k == 0 else ends[k - 1], ends[k])
+
+
+def run_segments(module: Any, x) -> tuple[list, Any]:
+    """Every segment of a multi-exit module in order: the state after each segment, and the exits'
+    logits stacked [batch, K, classes] (what `features["exits"]` holds)."""
+    states, logits, h = [], [], x
+    for k in range(module.num_exits):
+        h, out = module.segment(k, h)
+        states.append(h)
+        logits.append(out)
+    return states, jnp.stack(logits, axis=1)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 from jaxprov.models.cifar_resnet import cifar_input_spec
-from jaxprov.models.multi_exit import EXITS
+from jaxprov.models.multi_exit import EXITS, run_segments, segment_blocks
 
 STEM = 32
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
@@ -71,20 +70,16 @@ class SDNMobileNet(nn.Module):
             raise ValueError(f"exit {k} of a {self.num_exits}-exit SDN MobileNet")
         if k == 0:
             h = nn.relu(self.init_conv_1(self.init_conv_0(h)))
-        ends = [*self.config.ics, len(self.layers)]
         logits = None
-        for b in range(0 if k == 0 else ends[k - 1], ends[k]):
+        for b in segment_blocks(self.config.ics, len(self.layers), k):
             h, logits = self.layers[b](h)
         if k == self.num_exits - 1:
             logits = self.end_layers_2(L.flatten_nchw(L.avg_pool(h, 2)))
         return h, logits
 
     def __call__(self, x):
-        logits, h = [], x
-        for k in range(self.num_exits):
-            h, out = self.segment(k, h)
-            logits.append(out)
-        return logits[-1], {"pre_logits": L.global_avg_pool(h), EXITS: jnp.stack(logits, axis=1)}
+        states, exits = run_segments(self, x)
+        return exits[:, -1], {"pre_logits": L.global_avg_pool(states[-1]), EXITS: exits}
 
 
 register(Family(name="sdn_mobilenet", variants={"sdn_mobilenet": SDNMobileNetConfig()}, build=SDNMobileNet,

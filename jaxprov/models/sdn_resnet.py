@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 from jaxprov.models.cifar_resnet import WIDTHS, cifar_input_spec
-from jaxprov.models.multi_exit import EXITS
+from jaxprov.models.multi_exit import EXITS, run_segments, segment_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,31 +80,21 @@ class SDNResNet(nn.Module):
         self.layers = blocks
         self.end_layers_2 = nn.Dense(c.num_classes)
 
-    def _span(self, k: int) -> range:
-        """The 0-based blocks of segment k."""
-        ends = [*self.config.ics, len(self.layers)]
-        return range(0 if k == 0 else ends[k - 1], ends[k])
-
     def segment(self, k: int, h):
         if not 0 <= k < self.num_exits:
             raise ValueError(f"exit {k} of a {self.num_exits}-exit SDN ResNet")
         if k == 0:
             h = nn.relu(self.init_conv_1(self.init_conv_0(h)))
         logits = None
-        for b in self._span(k):
+        for b in segment_blocks(self.config.ics, len(self.layers), k):
             h, _, logits = self.layers[b](h)
         if k == self.num_exits - 1:
             logits = self.end_layers_2(L.global_avg_pool(h))  # AvgPool2d(8) on the 8x8 map, flatten
         return h, logits
 
     def __call__(self, x):
-        logits, feats, h = [], {}, x
-        for k in range(self.num_exits):
-            h, out = self.segment(k, h)
-            logits.append(out)
-        feats["pre_logits"] = L.global_avg_pool(h)
-        feats[EXITS] = jnp.stack(logits, axis=1)
-        return logits[-1], feats
+        states, exits = run_segments(self, x)
+        return exits[:, -1], {"pre_logits": L.global_avg_pool(states[-1]), EXITS: exits}
 
 
 VARIANTS = {"sdn_resnet56": SDNResNetConfig(), "sdn_resnet20": SDNResNetConfig(depth=20, ics=(2, 4, 6, 8))}

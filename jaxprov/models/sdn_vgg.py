@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxprov.models.registry import Family, register
 from jaxprov.models import layers as L
 from jaxprov.models.cifar_resnet import cifar_input_spec
-from jaxprov.models.multi_exit import EXITS
+from jaxprov.models.multi_exit import EXITS, run_segments, segment_blocks
 
 CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 POOLED = (2, 4, 7, 10, 13)  # 1-based convs followed by a 2x2 max-pool
@@ -72,20 +71,16 @@ class SDNVGG(nn.Module):
     def segment(self, k: int, h):
         if not 0 <= k < self.num_exits:
             raise ValueError(f"exit {k} of a {self.num_exits}-exit SDN VGG")
-        ends = [*self.config.ics, len(self.layers)]
         logits = None
-        for b in range(0 if k == 0 else ends[k - 1], ends[k]):
+        for b in segment_blocks(self.config.ics, len(self.layers), k):
             h, logits = self.layers[b](h)
         if k == self.num_exits - 1:
             logits = self.end_layers_2(self.end_layers_0(h))
         return h, logits
 
     def __call__(self, x):
-        logits, h = [], x
-        for k in range(self.num_exits):
-            h, out = self.segment(k, h)
-            logits.append(out)
-        return logits[-1], {"pre_logits": h, EXITS: jnp.stack(logits, axis=1)}
+        states, exits = run_segments(self, x)
+        return exits[:, -1], {"pre_logits": states[-1], EXITS: exits}
 
 
 register(Family(name="sdn_vgg", variants={"sdn_vgg16_bn": SDNVGGConfig()}, build=SDNVGG, input_spec=cifar_input_spec))
