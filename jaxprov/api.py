@@ -7,13 +7,16 @@ import stat
 from pathlib import Path
 
 from jaxprov import arguments, store
-from jaxprov.errors import CheckpointError, JaxprovError, StoreError
+from jaxprov.errors import ArgumentError, CheckpointError, JaxprovError, StoreError
 from jaxprov.model import Model
 
 
-def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = False) -> Model:
+def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = False, module: str | None = None,
+         module_kwargs: dict | None = None, input_spec=None) -> Model:
     """A Model from a stored jaxprov model, a checkpoint file (.pt/.pth/.bin/.safetensors), or a
     Hugging Face model directory. `arch` names the architecture where it cannot be detected.
+    `module` ("package.module:Class", with `module_kwargs` and `input_spec`) and `arch="timm:NAME"`
+    read a weights file through the generic torch converter, as `convert` does, without storing it.
 
     Raises:
       CheckpointError, UnsafeCheckpointError, ArchitectureError, ConversionError, StoreError: each
@@ -23,7 +26,11 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
     path = _source(path, "load: path")
     arch = arguments.optional_str(arch, "load: arch")
     progress = arguments.flag(progress, "load: progress")
+    module = arguments.optional_str(module, "load: module")
     if store.is_model_dir(path):
+        if module is not None:
+            raise ArgumentError(f"{path}: already a converted jaxprov model (its module is recorded); "
+                                "load it without --module")
         model = load_model(path)
         if arch is not None and arch != model.arch:
             import converters
@@ -33,7 +40,8 @@ def load(path: str | os.PathLike, arch: str | None = None, *, progress: bool = F
     import converters  # conversion is the only place that knows checkpoint formats
 
     try:
-        return converters.load_checkpoint(path, arch, progress=progress)
+        return converters.load_checkpoint(path, arch, progress=progress, module=module,
+                                          module_kwargs=module_kwargs, input_spec=input_spec)
     except OSError as err:  # a read the file system refused (EIO, permissions): still one line
         raise CheckpointError(store.os_error_line(err.filename or path, err)) from None
 

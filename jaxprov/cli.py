@@ -21,21 +21,28 @@ EXIT_BUG = 3
 EXIT_NO_EVIDENCE = 1  # compare: no method could compare the pair, so no verdict
 
 
-def _cmd_convert(args) -> int:
-    from jaxprov import api
-
-    generic = {}
+def _generic_options(args) -> dict:
+    """The generic converter's options of `convert` and `info` (--module, --module-kwargs,
+    --input-shape/-mean/-std) as keyword arguments of api.convert / api.load."""
     if args.module_kwargs is not None and args.module is None:
         from jaxprov.errors import ArgumentError
 
         raise ArgumentError("--module-kwargs needs --module package.module:Class")
-    if args.module is not None or args.input_shape is not None:
-        from converters import torch_sources
+    if args.module is None and args.input_shape is None:
+        return {}
+    from converters import torch_sources
 
-        generic = {"module": args.module, "input_spec": torch_sources.input_spec_from_shape(
-            args.input_shape, args.input_mean, args.input_std)}
-        if args.module is not None:
-            generic["module_kwargs"] = torch_sources.parse_kwargs(args.module_kwargs)
+    generic = {"module": args.module, "input_spec": torch_sources.input_spec_from_shape(
+        args.input_shape, args.input_mean, args.input_std)}
+    if args.module is not None:
+        generic["module_kwargs"] = torch_sources.parse_kwargs(args.module_kwargs)
+    return generic
+
+
+def _cmd_convert(args) -> int:
+    from jaxprov import api
+
+    generic = _generic_options(args)
     out, model, converted = api.convert(args.src, args.out, args.arch, force=args.force, progress=True, **generic)
     print(model.summary())
     print(f"stored:      {out}" + ("" if converted else "  (already converted; nothing recomputed)"))
@@ -46,12 +53,13 @@ def _cmd_info(args) -> int:
     from jaxprov import api, store
 
     path = Path(args.path)
-    if store.is_model_dir(path):  # metadata only: no params are read
+    generic = _generic_options(args)
+    if store.is_model_dir(path) and not generic:  # metadata only: no params are read
         meta = store.read_meta(path)
         info = {k: meta.get(k) for k in ("name", "arch", "num_params", "input_spec", "output_kind",
                                          "source", "converter", "params_sha256", "versions")}
     else:
-        model = api.load(path, args.arch, progress=True)
+        model = api.load(path, args.arch, progress=True, **generic)
         info = {"name": model.name, "arch": model.arch, "num_params": model.num_params,
                 "input_spec": model.input_spec.to_json(), "output_kind": model.output_kind,
                 "source": model.meta.get("source"), "converter": model.meta.get("converter")}
@@ -261,6 +269,17 @@ _SEEDS_HELP = ("probe seeds: mnist, digits, a split such as mnist:test, syntheti
                "(default: the seeds the default verdict was fitted with, mnist:test)")
 
 
+def _add_generic_arguments(p) -> None:
+    """The generic converter's options, shared by `convert` and `info` (read by _generic_options)."""
+    p.add_argument("--module", help="package.module:Class, your own torch.nn.Module for these weights (generic "
+                                    "converter; needs jaxprov[torch])")
+    p.add_argument("--module-kwargs", help="JSON keyword arguments that build --module, e.g. '{\"width\": 16}'")
+    p.add_argument("--input-shape", help="the input of --module (or a timm / .pt2 override): H,W,C for NHWC images, "
+                                         "F for vectors")
+    p.add_argument("--input-mean", help="per-channel mean of the input normalisation, e.g. 0.5,0.5,0.5")
+    p.add_argument("--input-std", help="per-channel std of the input normalisation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxprov", description="Model provenance in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,19 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: the content-addressed store, $JAXPROV_HOME)")
     p.add_argument("--arch", help="architecture key, e.g. resnet18 or cifar_resnet56 (default: detect), or timm:NAME "
                                   "for a timm model (generic converter)")
-    p.add_argument("--module", help="package.module:Class, your own torch.nn.Module for these weights (generic "
-                                    "converter; needs jaxprov[torch])")
-    p.add_argument("--module-kwargs", help="JSON keyword arguments that build --module, e.g. '{\"width\": 16}'")
-    p.add_argument("--input-shape", help="the input of --module (or a timm / .pt2 override): H,W,C for NHWC images, "
-                                         "F for vectors")
-    p.add_argument("--input-mean", help="per-channel mean of the input normalisation, e.g. 0.5,0.5,0.5")
-    p.add_argument("--input-std", help="per-channel std of the input normalisation")
+    _add_generic_arguments(p)
     p.add_argument("--force", action="store_true", help="replace a different model already in --out")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("info", help="architecture, parameter count, input spec and source hash of a model")
     p.add_argument("path")
-    p.add_argument("--arch", help="architecture key, where it cannot be detected")
+    p.add_argument("--arch", help="architecture key, where it cannot be detected, or timm:NAME (generic converter)")
+    _add_generic_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
 

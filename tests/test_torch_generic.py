@@ -109,6 +109,29 @@ def test_cli_converts_a_users_module(cnn, tmp_path, capsys, torch):
     assert cli.main(args) == 0 and "already converted" in capsys.readouterr().out
 
 
+def test_cli_info_reads_a_users_module(cnn, tmp_path, capsys, torch):
+    net, model = cnn
+    torch.save(net.state_dict(), tmp_path / "weights.pth")
+    module = ["--module", "tests.generic_modules:SmallCNN", "--module-kwargs", '{"width": 8}',
+              "--input-shape", "16,16,3", "--input-mean", "0.5,0.4,0.3", "--input-std", "0.2,0.25,0.3"]
+    assert cli.main(["info", str(tmp_path / "weights.pth"), *module, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arch"] == model.arch and info["num_params"] == model.num_params
+    assert tuple(info["input_spec"]["shape"]) == (16, 16, 3) and info["input_spec"]["std"] == [0.2, 0.25, 0.3]
+    assert info["source"]["path"] == str(tmp_path / "weights.pth")
+    assert not (tmp_path / "out").exists()  # info converts in memory, stores nothing
+    # Without --module the weights fit no family; with the wrong kwargs they do not fit the class.
+    assert cli.main(["info", str(tmp_path / "weights.pth")]) == 2
+    assert cli.main(["info", str(tmp_path / "weights.pth"), *module[:2], "--module-kwargs", '{"width": 4}',
+                     *module[4:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "do not fit SmallCNN" in err[1]
+    # A stored model already records its module.
+    stored = jaxprov.save_model(model, tmp_path / "stored")
+    assert cli.main(["info", str(stored), *module]) == 2
+    assert "already a converted jaxprov model" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra,match", [
     (["--module", "tests.no_such_module:Net"], "cannot import tests.no_such_module"),
     (["--module", "tests.generic_modules:Missing"], "has no Missing"),
