@@ -64,10 +64,18 @@ def torchax_modules():
 
 @contextlib.contextmanager
 def _torch_semantics():
-    """torchax's jaxprs broadcast and promote as torch does; strict promotion stays on outside."""
+    """torchax's jaxprs broadcast and promote as torch does; strict promotion stays on outside.
+
+    torch's int64 tensors (token positions, indices) become int32 under jax's default x32; jax
+    warns at each such cast. The values (ids, positions, indices of a model that fits in memory)
+    are far below 2**31 and the conversion's parity check would catch any that are not, so that
+    one warning is silenced here: a folder scan reports warnings as problems of the entry."""
+    import warnings
+
     import jax
 
-    with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+    with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Explicitly requested dtype int64 requested in", category=UserWarning)
         yield
 
 

@@ -214,9 +214,18 @@ def hf_module(config: Mapping, source: str, held_bytes: int | None = None):
     return module, cls.__name__, hf_config
 
 
+# config.json keys that only training or naming reads: fine-tuning with labels adds problem_type
+# (the loss), label names differ between tasks; none changes the forward, so none changes the arch
+# key (a model and its fine-tuned copy stack and compare as one architecture).
+_HF_NOT_FORWARD = ("transformers_version", "problem_type", "finetuning_task", "id2label", "label2id")
+
+
 def _hf_recipe_config(config: Mapping) -> dict:
     # What builds the module; names and versions of the folder do not change the function.
-    return {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}
+    out = {k: v for k, v in config.items() if not k.startswith("_") and k not in _HF_NOT_FORWARD}
+    if isinstance(config.get("id2label"), Mapping) and "num_labels" not in config:
+        out["num_labels"] = len(config["id2label"])  # what the label names gave: the head's size
+    return out
 
 
 def _hf_io(module, hf_config, directory: Path | None, config: Mapping) -> dict:
@@ -228,7 +237,7 @@ def _hf_io(module, hf_config, directory: Path | None, config: Mapping) -> dict:
         if "token_type_ids" in params and getattr(hf_config, "type_vocab_size", 0):
             keys.append("token_type_ids")
         length = next((getattr(hf_config, a) for a in ("max_position_embeddings", "n_positions")
-                       if isinstance(getattr(hf_config, a, None), int)), 512)
+                       if isinstance(getattr(hf_config, a, None), int)), 512) - _position_offset(module)
         spec = InputSpec("text", "tokens", (length,), dtype="int32", raw_range=None, vocab_size=hf_config.vocab_size)
         table = module.get_input_embeddings().weight
         embedding = next(n for n, p in module.named_parameters() if p is table)
@@ -242,6 +251,19 @@ def _hf_io(module, hf_config, directory: Path | None, config: Mapping) -> dict:
         return {"spec": spec, "text_keys": (), "embedding_name": None}
     raise CheckpointError(f"{directory}: a {type(module).__name__} takes {main!r}; jaxprov's generic converter takes "
                           "token ids or pixel values")
+
+
+def _position_offset(module) -> int:
+    """How many rows of the position table no token can use. RoBERTa-style embeddings (RoBERTa,
+    XLM-R, CamemBERT, ...) number positions from padding_idx + 1, so a sequence of
+    max_position_embeddings tokens would index past the table (torch raises; jax's gather gives
+    NaN); their position nn.Embedding carries that padding_idx."""
+    import torch
+
+    for name, sub in module.named_modules():
+        if name.rpartition(".")[2] == "position_embeddings" and isinstance(sub, torch.nn.Embedding):
+            return 0 if sub.padding_idx is None else sub.padding_idx + 1
+    return 0
 
 
 def _preprocessor_stats(directory: Path) -> dict:

@@ -127,6 +127,60 @@ def test_hugging_face_custom_code_is_refused(hf_models, tmp_path):
         jaxprov.load(target)
 
 
+def _roberta_lineage(transformers, torch, folder):
+    """save_pretrained folders of a random RoBERTa classifier, its copy fine-tuned (10 Adam steps,
+    lr 1e-4, on a synthetic task: the loss adds problem_type to its config.json) and an
+    independent one. RoBERTa has no hand-written family; its positions start at padding_idx + 1."""
+    config = transformers.RobertaConfig(**HF["roberta"][2])
+    torch.manual_seed(0)
+    parent = transformers.RobertaForSequenceClassification(config).eval()
+    parent.save_pretrained(folder / "parent")
+    child = transformers.RobertaForSequenceClassification(config)
+    child.load_state_dict(parent.state_dict())
+    optimizer = torch.optim.Adam(child.parameters(), 1e-4)
+    generator = torch.Generator().manual_seed(5)
+    child.train()
+    for _ in range(10):
+        ids = torch.randint(3, 100, (32, 16), generator=generator)
+        loss = child(input_ids=ids, labels=ids[:, 1] % 3).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    child.eval().save_pretrained(folder / "child")
+    torch.manual_seed(1)
+    transformers.RobertaForSequenceClassification(config).eval().save_pretrained(folder / "independent")
+
+
+def test_scan_and_compare_a_folder_of_a_model_type_without_a_family(transformers, torch, tmp_path, capsys):
+    """End to end from the CLI: the fine-tuned copy is closer to its parent than the independent
+    model under weights and CKA, in `scan`'s matrices and in `compare`."""
+    folder = tmp_path / "models"
+    _roberta_lineage(transformers, torch, folder)
+    out = tmp_path / "scan"
+    # Exit 0: no entry skipped or warned about (jax's int64 -> int32 cast inside torchax is not a problem).
+    assert cli.main(["scan", str(folder), "--out", str(out), "--method", "weights", "--method", "cka",
+                     "--seeds", "synthetic"]) == 0
+    assert "text: 3 models" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    index = {name: i for i, name in enumerate(report["labels"])}
+    archs = {m["arch"] for m in report["models"].values()}
+    assert len(archs) == 1 and archs.pop().startswith("torch:hf.RobertaForSequenceClassification@")
+    assert not any(m["dead"] for m in report["models"].values())  # sequences fit the position table
+    for method in ("weights", "cka"):
+        matrix = report["methods"][method]["matrix"]
+        row = matrix[index["parent"]]
+        assert row[index["child"]] > row[index["independent"]] + 0.02, (method, matrix)
+    similarity = {}
+    for suspect in ("child", "independent"):
+        assert cli.main(["compare", str(folder / "parent"), str(folder / suspect), "--method", "cka",
+                         "--seeds", "synthetic", "--json"]) == 0
+        similarity[suspect] = json.loads(capsys.readouterr().out)["methods"]["cka"]["similarity"]
+    assert similarity["child"] > 0.9 > similarity["independent"], similarity
+    assert similarity["child"] == pytest.approx(report["methods"]["cka"]["matrix"][index["parent"]][index["child"]],
+                                                abs=1e-4)
+    assert jaxprov.load(folder / "parent").input_spec.shape == (HF["roberta"][2]["max_position_embeddings"] - 2,)
+
+
 # -- timm ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
