@@ -256,6 +256,91 @@ def _cmd_exits_verify(args) -> int:
     return 0
 
 
+def _cmd_protect_map(args) -> int:
+    import jax
+
+    from jaxprov import api, protect, store
+    from jaxprov.protect import data as data_lib
+
+    target = store.check_target(args.out, overwrite=args.force)  # before any work: a bad --out fails now
+    config = protect.MapConfig(granularity=args.granularity, **{
+        k: getattr(args, k) for k in ("steps", "batch", "lr", "alpha", "beta", "lam") if getattr(args, k) is not None})
+    source = api.load(args.model, args.arch, progress=True)
+    classes = _classes(source)
+    given = {role: data_lib.load(arg, source.input_spec, classes, "train") if arg else None
+             for role, arg in (("authorised", args.authorised), ("unauthorised", args.unauthorised))}
+    checkpoint = target.parent / f".{target.name}.map-checkpoint.npz"
+    update = _progress_bar("protect")
+    result = protect.protect(
+        source, args.setting, jax.random.PRNGKey(args.seed), config,
+        authorised=None if given["authorised"] is None else given["authorised"].x,
+        unauthorised=None if given["unauthorised"] is None else given["unauthorised"].x,
+        synth_config=protect.SynthConfig(n=args.synth_n), synthesis=args.synthesis, checkpoint=checkpoint,
+        progress=update, sources={"source_model": str(Path(args.model).absolute()),
+                                  **{r: d.source for r, d in given.items() if d is not None}})
+    store.save_model(result.model, target, overwrite=args.force)
+    checkpoint.unlink(missing_ok=True)
+    print(f"protected:   {target}  ({args.setting}, {config.granularity} mask keeps {result.run.density:.1%} of "
+          f"the kernel weights{'; resumed at step ' + str(result.run.resumed_from) if result.run.resumed_from else ''})")
+    return 0
+
+
+def _classes(model) -> int:
+    import jax
+
+    return int(jax.eval_shape(model.apply, model.params, model.input_spec.example(1)).shape[-1])
+
+
+def _cmd_protect_eval(args) -> int:
+    from jaxprov import api, protect
+    from jaxprov.errors import JaxprovError
+    from jaxprov.protect import data as data_lib
+    from jaxprov.training.loop import accuracy
+
+    protected = api.load(args.model, progress=True)
+    recorded = dict(protected.meta.get("protection", {}).get("data", {}))
+    source_path = args.source or recorded.get("source_model")
+    if not source_path:
+        raise JaxprovError(f"{args.model}: no source model recorded; give --source MODEL (the unprotected model)")
+    source = api.load(source_path, progress=True)
+    classes = _classes(source)
+    roles = {}
+    for role in ("authorised", "unauthorised"):
+        arg = getattr(args, role) or _test_split(recorded.get(role))
+        if arg is None:
+            raise JaxprovError(f"{args.model}: give --{role} DATA (labelled) to measure the protection")
+        roles[role] = data_lib.load(arg, source.input_spec, classes, "test")
+    result = protect.evaluate(source, protected,
+                              roles["authorised"].labelled("evaluation"), roles["unauthorised"].labelled("evaluation"),
+                              classes)
+    extra = {}
+    for arg in args.data or []:
+        d = data_lib.load(arg, source.input_spec, classes, "test")
+        extra[d.source] = {"before": accuracy(source, *d.labelled("evaluation")), "after": accuracy(protected, d.x, d.y)}
+    out = {"model": str(args.model), "source": str(source_path), "authorised": roles["authorised"].source,
+           "unauthorised": roles["unauthorised"].source, **result, "data": extra}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{'':14s} {'before':>7s} {'after':>7s}")
+    for role in ("authorised", "unauthorised"):
+        print(f"{role:14s} {result[role + '_before']:7.3f} {result[role + '_after']:7.3f}  ({roles[role].source})")
+    for name, r in extra.items():
+        print(f"{'data':14s} {r['before']:7.3f} {r['after']:7.3f}  ({name})")
+    print(f"ST-D {result['st_d']:.3f}  (retained {result['retained']:.3f}, removed {result['removed']:.3f}, "
+          f"chance {result['chance']:.3f})")
+    return 0
+
+
+def _test_split(recorded: str | None) -> str | None:
+    """The test split of a named domain recorded at protection time ("mnistm:train" -> "mnistm:test")."""
+    from jaxprov import datasets
+
+    if not recorded or ":" not in recorded or recorded.split(":")[0] not in datasets.SPLITS:
+        return None
+    return f"{recorded.split(':')[0]}:test"
+
+
 def _cmd_demo(args) -> int:
     from jaxprov import demo
 
@@ -373,6 +458,44 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retries", type=int, default=3, help="--url: retries of a failed request (default 3)")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=_cmd_exits_verify)
+
+    p = sub.add_parser("protect", help="protect a model against use on unauthorised domains (MAP mask pruning)")
+    actions = p.add_subparsers(dest="action", required=True)
+    data_help = ("a named domain (mnist, digits, mnistm, syn, mnist_invert, mnist_colour, mnist_texture; NAME:SPLIT "
+                 "for a split), an image folder (class folders 0/, 1/, ... for labels) or an .npz (x, optional y)")
+    q = actions.add_parser("map", help="learn a binary mask over MODEL's frozen weights (resumable: rerun the same "
+                                       "command after an interruption)")
+    q.add_argument("model", help="the trained model to protect (stored model or checkpoint)")
+    q.add_argument("--setting", required=True, choices=("source-available", "source-free", "data-free"),
+                   help="source-available: both data; source-free: no authorised data (synthesised from the model); "
+                        "data-free: no data (synthesised pseudo-source and neighbour domains)")
+    q.add_argument("--authorised", help="authorised data (source-available): " + data_help)
+    q.add_argument("--unauthorised", help="unauthorised data (source-available, source-free): " + data_help)
+    q.add_argument("--out", required=True, help="where the protected model is stored")
+    q.add_argument("--arch", help="MODEL's architecture key, where it cannot be detected")
+    q.add_argument("--granularity", choices=("weight", "channel"), default="weight",
+                   help="one mask entry per weight or per output channel (default weight)")
+    q.add_argument("--synthesis", choices=("auto", "bn", "inversion"), default="auto",
+                   help="pseudo-source synthesis: bn (BatchNorm-statistics matching), inversion, or auto (bn when "
+                        "the model has BatchNorm)")
+    q.add_argument("--synth-n", type=int, default=1024, help="pseudo-source inputs to synthesise (default 1024)")
+    q.add_argument("--steps", type=int, help="mask optimisation steps (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--batch", type=int, help="inputs per domain per step (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--lr", type=float, help="Adam learning rate of the mask scores (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--alpha", type=float, help="weight of the unauthorised loss (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--beta", type=float, help="weight of the separation loss (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--lam", type=float, help="weight of the sparsity penalty (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    q.add_argument("--force", action="store_true", help="replace a stored model already in --out")
+    q.set_defaults(func=_cmd_protect_map)
+    q = actions.add_parser("eval", help="accuracies before / after and ST-D of a protected model")
+    q.add_argument("model", help="the protected model")
+    q.add_argument("--source", help="the unprotected model (default: the one recorded at protection)")
+    q.add_argument("--authorised", help="labelled authorised data (default: the test split of the recorded domain)")
+    q.add_argument("--unauthorised", help="labelled unauthorised data (default: the test split of the recorded domain)")
+    q.add_argument("--data", action="append", help="more labelled data to report accuracies on (repeatable)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_cmd_protect_eval)
 
     p = sub.add_parser("demo", help="run the built-in example")
     p.add_argument("--out", default="jaxprov-demo", help="where the demo writes (default: ./jaxprov-demo)")

@@ -25,6 +25,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -46,6 +47,9 @@ MODEL_ENTRIES = frozenset({META_FILE, PARAMS_DIR})  # everything a stored model 
 FORMAT = "jaxprov-model"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 16 << 20  # a jaxprov.json larger than this is not one jaxprov wrote
+# orbax finishes a save by globbing its folder, so a [ ] * or ? in that path silently drops the params
+# (they cannot be read back): the temporary's name spells them "_", and a parent holding one is refused.
+_GLOB_CHARS = re.compile(r"[\[\]*?]")
 
 
 # The rebuilder of generic (torchax) models: meta -> an object with `arch`, `apply(params, x)` and
@@ -233,6 +237,10 @@ def _existing(path: Path) -> Path:
     return Path("/")
 
 
+def _tmp_prefix(target: Path) -> str:
+    return f".{_GLOB_CHARS.sub('_', target.name)}.tmp-"
+
+
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     """Remove the `.NAME.tmp-*` folders beside `target` that interrupted writes left; returns them.
 
@@ -241,7 +249,7 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     locks its folder right after creating it): `atomic.remove_if_abandoned`, as for files. `.NAME.old-*` folders (an interrupted replace's old
     copy) are removed by the same test once `target` exists again."""
     target = Path(target)
-    prefixes = [f".{target.name}.tmp-"] + ([f".{target.name}.old-"] if target.exists() else [])
+    prefixes = [_tmp_prefix(target)] + ([f".{target.name}.old-"] if target.exists() else [])
     try:
         candidates = [p for p in target.parent.iterdir()
                       if any(p.name.startswith(prefix) for prefix in prefixes) and not p.is_symlink() and p.is_dir()]
@@ -262,7 +270,10 @@ def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = 
     import orbax.checkpoint as ocp
 
     target = check_target(directory, overwrite=overwrite)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    if _GLOB_CHARS.search(str(target.parent)):
+        raise StoreError(f"{target}: a folder above it has one of [ ] * ? in its name, which the params writer "
+                         "(orbax) reads as a pattern; choose an output path without them")
+    tmp = target.parent / f"{_tmp_prefix(target)}{uuid.uuid4().hex[:8]}"
     lock = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -345,3 +345,17 @@ def test_a_stored_model_with_new_params_saves_its_new_digest(stored_lenet, tmp_p
     again = jaxprov.load_model(tmp_path / "dead")
     assert all(not np.any(leaf) for leaf in jax.tree_util.tree_leaves(again.params))
     assert again.meta["params_sha256"] != loaded.meta["params_sha256"]
+
+
+def test_a_folder_named_like_an_arch_key_round_trips_and_a_glob_parent_is_one_line(tmp_path):
+    # orbax globs its folder when it finishes a save: "[num_classes=10]" in the temporary's name
+    # used to drop the params silently (the folder then failed to load with a ValueError).
+    model = jaxprov.models.init("lenet", __import__("jax").random.PRNGKey(0))
+    out = jaxprov.save_model(model, tmp_path / "lenet[num_classes=10]*?")
+    loaded = jaxprov.load(out)
+    for a, b in zip(__import__("jax").tree_util.tree_leaves(model.params),
+                    __import__("jax").tree_util.tree_leaves(loaded.params)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(jaxprov.errors.StoreError, match=r"\[ \] \* \? in its name.*without them"):
+        jaxprov.save_model(model, tmp_path / "zoo[1]" / "m")
+    assert not (tmp_path / "zoo[1]").exists()

@@ -1,8 +1,12 @@
-"""Small networks for fast CPU work: an MLP and LeNet-5 (MNIST-size inputs).
+"""Small networks for fast CPU work: an MLP, LeNet-5 and LeNet-5 with BatchNorm (MNIST-size inputs).
 
 The PyTorch layout these mirror (see tests/torch_reference.py): MLP = Sequential of Linear+ReLU
 named `layers.{i}` then `head`; LeNet = conv1 (5x5, pad 2) -> ReLU -> maxpool 2 -> conv2 (5x5)
 -> ReLU -> maxpool 2 -> flatten (NCHW order) -> fc1 -> ReLU -> fc2 -> ReLU -> head.
+`lenet_bn` is LeNet with a BatchNorm after each convolution and after fc1 (convolutions without
+bias, as BatchNorm's shift replaces it), on RGB input, wider convolutions (16, 32): the small BatchNorm
+model that MAP's source-free setting (`jaxprov.protect.synth`, BatchNorm-statistics matching) needs.
+It has no converter (it is trained in jaxprov; no PyTorch checkpoint of it exists).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 @dataclasses.dataclass(frozen=True)
 class SmallConfig:
-    kind: str = "mlp"  # "mlp" | "lenet"
+    kind: str = "mlp"  # "mlp" | "lenet" | "lenet_bn"
     num_classes: int = 10
     hidden: tuple[int, ...] = (256, 128)
     image_size: int = 28
     channels: int = 1
+    conv: tuple[int, ...] = (6, 16)  # LeNet's convolution widths
 
 
 class MLP(nn.Module):
@@ -48,13 +53,30 @@ class LeNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.config
-        x = nn.relu(L.conv(6, 5, padding=2, bias=True, name="conv1")(x))
+        x = nn.relu(L.conv(c.conv[0], 5, padding=2, bias=True, name="conv1")(x))
         x = L.max_pool(x, 2)
-        x = nn.relu(L.conv(16, 5, padding=0, bias=True, name="conv2")(x))
+        x = nn.relu(L.conv(c.conv[1], 5, padding=0, bias=True, name="conv2")(x))
         x = L.max_pool(x, 2)
         conv_out = x
         x = L.flatten_nchw(x)
         x = nn.relu(nn.Dense(c.hidden[0], name="fc1")(x))
+        x = nn.relu(nn.Dense(c.hidden[1], name="fc2")(x))
+        return nn.Dense(c.num_classes, name="head")(x), {"conv": conv_out, "pre_logits": x}
+
+
+class LeNetBN(nn.Module):
+    config: SmallConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        x = nn.relu(L.batch_norm(name="bn1")(L.conv(c.conv[0], 5, padding=2, name="conv1")(x)))
+        x = L.max_pool(x, 2)
+        x = nn.relu(L.batch_norm(name="bn2")(L.conv(c.conv[1], 5, padding=0, name="conv2")(x)))
+        x = L.max_pool(x, 2)
+        conv_out = x
+        x = L.flatten_nchw(x)
+        x = nn.relu(L.batch_norm(name="bn3")(nn.Dense(c.hidden[0], use_bias=False, name="fc1")(x)))
         x = nn.relu(nn.Dense(c.hidden[1], name="fc2")(x))
         return nn.Dense(c.num_classes, name="head")(x), {"conv": conv_out, "pre_logits": x}
 
@@ -64,6 +86,8 @@ def _build(config: SmallConfig) -> nn.Module:
         return MLP(config)
     if config.kind == "lenet":
         return LeNet(config)
+    if config.kind == "lenet_bn":
+        return LeNetBN(config)
     raise ValueError(f"unknown small network kind {config.kind!r}")
 
 
@@ -79,6 +103,7 @@ register(Family(
     variants={
         "mlp": SmallConfig(kind="mlp"),
         "lenet": SmallConfig(kind="lenet", hidden=(120, 84)),
+        "lenet_bn": SmallConfig(kind="lenet_bn", hidden=(120, 84), channels=3, conv=(16, 32)),
     },
     build=_build,
     input_spec=_input_spec,

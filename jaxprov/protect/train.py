@@ -1,0 +1,221 @@
+"""Learning a MAP mask: SGD or Adam (optax) on the mask scores of a frozen model, resumable, with progress.
+
+Each step draws a batch of authorised inputs (real, or synthesised pseudo-source) and a batch of
+unauthorised ones (real, or synthesised neighbours), both chosen by `fold_in(key, step)`, so a run
+resumed from a checkpoint takes exactly the steps an uninterrupted one takes. The loss is
+
+  L = authorised(z_masked(x_a), p_source(x_a))           (losses.authorised, distillation)
+    + alpha * unauthorised(z_masked(x_u))                 (losses.unauthorised, to a fixed near-uniform q)
+    + beta * separation(f_masked(x_u), mean f_source(x_a)) (losses.separation; beta = 0 turns it off)
+    + lam * sparsity(m)                                   (losses.sparsity)
+
+with every model output in eval mode (BatchNorm on the source's running statistics: the frozen
+model is one fixed function of its weights). Only the scores are optimised; `model.params` is never
+written. Checkpoints (`jaxprov.atomic`, an .npz of the scores, Adam's state and the step, keyed by
+a digest of the configuration and the data) are written every `checkpoint_every` steps; the digest leaves out `steps`, so asking for more steps
+continues a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprov import atomic
+from jaxprov.errors import JaxprovError
+from jaxprov.model import Model
+from jaxprov.protect import losses, masks as masks_lib
+from jaxprov.training.loop import predict
+
+CHECKPOINT_FORMAT = "jaxprov-map-checkpoint-1"
+OPTIMIZERS = {"sgd": lambda lr: optax.sgd(lr, momentum=0.9), "adam": optax.adam}
+
+
+@dataclasses.dataclass(frozen=True)
+class MapConfig:
+    """Settings of one mask learning run (all recorded in the protected model's metadata).
+
+    steps, batch: optimiser steps on the scores, examples per domain per step.
+    optimizer, lr: "sgd" (with momentum 0.9) or "adam", and its learning rate. SGD is the default:
+      Adam's normalised steps move every score at the same rate, so at the start, when only the
+      unauthorised term has a gradient (the masked model is the source, its distillation loss is 0),
+      every score with a consistent push flips at once and the authorised accuracy collapses
+      (measured in docs/results.md); SGD moves each score by its own gradient w * dL/dw.
+    init_score: every score's start (> 0: the mask starts as all ones, the unmasked model).
+    alpha, beta, lam: weights of the unauthorised, separation and sparsity terms.
+    temperature: T of the authorised distillation.
+    granularity: "weight" or "channel" (masks.MaskSpec).
+    """
+
+    steps: int = 600
+    batch: int = 128
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    init_score: float = 1.0
+    alpha: float = 0.3
+    beta: float = 0.0
+    lam: float = 0.0
+    temperature: float = 1.0
+    granularity: str = "weight"
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        masks_lib.MaskSpec(self.granularity)  # validates
+        if self.optimizer not in OPTIMIZERS:
+            raise JaxprovError(f"unknown MAP optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        for name in ("steps", "batch", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise JaxprovError(f"MAP setting {name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("lr", "init_score", "temperature"):
+            if not getattr(self, name) > 0:
+                raise JaxprovError(f"MAP setting {name} must be > 0, got {getattr(self, name)!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class MaskRun:
+    """A learned mask: binary masks {kernel path: bool}, the final scores, and the loss history."""
+
+    masks: dict
+    scores: dict
+    history: list
+    density: float
+    resumed_from: int
+
+
+def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: jax.Array,
+          checkpoint: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None) -> MaskRun:
+    """Learn a binary mask over `model`'s kernels (its params are not changed).
+
+    Args:
+      model: the frozen source model.
+      authorised_x: authorised (or pseudo-source) inputs in the model's input space [n, ...].
+      unauthorised_x: unauthorised (or neighbour) inputs [m, ...].
+      config: MapConfig.
+      key: PRNG key of the batches.
+      checkpoint: an .npz path; resumed from when it holds a run of the same config and data.
+      progress: called (stage, done, total) every few steps.
+    """
+    xa = jnp.asarray(authorised_x, jnp.float32)
+    xu = jnp.asarray(unauthorised_x, jnp.float32)
+    if xa.shape[0] == 0 or xu.shape[0] == 0:
+        raise JaxprovError("MAP needs at least one authorised and one unauthorised input")
+    spec = masks_lib.MaskSpec(config.granularity)
+    params = jax.tree_util.tree_map(jnp.asarray, model.params)
+    source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
+    source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
+    scores = spec.init_scores(params, config.init_score)
+    per_score = spec.weights_per_score(params)
+    optimizer = OPTIMIZERS[config.optimizer](config.lr)
+    opt_state = optimizer.init(scores)
+    digest = _run_digest(model, config, xa, xu, key)
+    start, history = 0, []
+    if checkpoint is not None:
+        restored = _restore(Path(checkpoint), digest, (scores, opt_state))
+        if restored is not None:
+            (scores, opt_state), start, history = restored
+    step = _step_fn(model.module, config, tuple(sorted(per_score.items())))
+    for i in range(start, config.steps):
+        k = jax.random.fold_in(key, i)
+        ka, ku = jax.random.split(k)
+        ia = jax.random.randint(ka, (min(config.batch, xa.shape[0]),), 0, xa.shape[0])
+        iu = jax.random.randint(ku, (min(config.batch, xu.shape[0]),), 0, xu.shape[0])
+        scores, opt_state, parts = step(scores, opt_state, params, xa[ia], source_probs[ia], xu[iu], source_mean)
+        if (i + 1) % 25 == 0 or i + 1 == config.steps:
+            history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
+            if progress is not None:
+                progress("mask", i + 1, config.steps)
+        if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps):
+            _save(Path(checkpoint), digest, (scores, opt_state), i + 1, history)
+    binary = masks_lib.hard(scores)
+    return MaskRun(masks=binary, scores={k: np.asarray(v) for k, v in scores.items()}, history=history,
+                   density=masks_lib.density(binary, per_score), resumed_from=start)
+
+
+def _pre_logits(model: Model, params, x):
+    feats = model.features(params, x)
+    if "pre_logits" not in feats:
+        raise JaxprovError(f"{model.arch} has no pre_logits feature; MAP's separation term needs it")
+    return feats["pre_logits"]
+
+
+@functools.lru_cache(maxsize=16)
+def _step_fn(module, config: MapConfig, per_score_items: tuple):
+    per_score = dict(per_score_items)
+    optimizer = OPTIMIZERS[config.optimizer](config.lr)
+
+    def loss_fn(scores, params, xa, pa, xu, source_mean):
+        ste = masks_lib.straight_through(scores)
+        masked = masks_lib.apply(params, ste)
+        out_a, _ = module.apply(masked, xa)
+        out_u, feats_u = module.apply(masked, xu)
+        parts = {"authorised": losses.authorised(out_a, pa, config.temperature),
+                 "unauthorised": losses.unauthorised(out_u),
+                 "density": losses.sparsity(ste, per_score)}
+        total = parts["authorised"] + config.alpha * parts["unauthorised"] + config.lam * parts["density"]
+        if config.beta:
+            parts["separation"] = losses.separation(feats_u["pre_logits"], source_mean)
+            total = total + config.beta * parts["separation"]
+        return total, parts
+
+    @jax.jit
+    def step(scores, opt_state, params, xa, pa, xu, source_mean):
+        grads, parts = jax.grad(loss_fn, has_aux=True)(scores, params, xa, pa, xu, source_mean)
+        with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes its int32 count with floats
+            updates, opt_state = optimizer.update(grads, opt_state, scores)
+        return optax.apply_updates(scores, updates), opt_state, parts
+
+    return step
+
+
+def _run_digest(model: Model, config: MapConfig, xa, xu, key) -> str:
+    from jaxprov.identity import model_digest
+
+    # `steps` and `checkpoint_every` are left out: a longer run of the same settings resumes a shorter one.
+    settings = {k: v for k, v in config.to_json().items() if k not in ("steps", "checkpoint_every")}
+    h = hashlib.sha256(json.dumps({"model": model_digest(model), "config": settings,
+                                   "key": np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                                     else key).tolist()}, sort_keys=True).encode())
+    for x in (xa, xu):
+        h.update(np.asarray(x).tobytes())
+    return h.hexdigest()
+
+
+def _save(path: Path, digest: str, state, step: int, history: list) -> None:
+    leaves = jax.tree_util.tree_leaves(state)
+    buf = io.BytesIO()
+    np.savez(buf, **{f"leaf{i}": np.asarray(v) for i, v in enumerate(leaves)},
+             __meta__=np.asarray(json.dumps({"format": CHECKPOINT_FORMAT, "digest": digest, "step": step,
+                                             "history": history})))
+    atomic.atomic_write(path, buf.getvalue())
+
+
+def _restore(path: Path, digest: str, template):
+    """(state, step, history) from a checkpoint of the same run, None when there is none (or it is
+    of another run); one line for a file that cannot be read as one."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            if meta.get("format") != CHECKPOINT_FORMAT or meta.get("digest") != digest:
+                return None
+            leaves, treedef = jax.tree_util.tree_flatten(template)
+            restored = [np.asarray(data[f"leaf{i}"]) for i in range(len(leaves))]
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        raise JaxprovError(f"{path}: not a readable MAP checkpoint ({type(err).__name__}); delete it to start afresh") from None
+    if any(np.shape(a) != np.shape(b) or np.asarray(a).dtype != np.asarray(b).dtype for a, b in zip(restored, leaves)):
+        raise JaxprovError(f"{path}: a MAP checkpoint whose arrays do not fit this run; delete it to start afresh")
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in restored]), int(meta["step"]), list(meta["history"])

@@ -1,0 +1,211 @@
+"""MAP mask pruning (jaxprov.protect): a mask learned on a small BatchNorm LeNet keeps the authorised
+domain and removes the unauthorised one; the mask is binary, the frozen weights are unchanged bit for
+bit, the protected model is a normal stored model; runs resume; synthesis, metric, baselines and the
+CLI's one-line errors. One source model (MNIST-M-trained lenet_bn on a subset) is shared by the module."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import jaxprov
+from jaxprov import datasets, models, protect, store
+from jaxprov.cli import main
+from jaxprov.errors import JaxprovError
+from jaxprov.protect import baselines, masks, synth
+from jaxprov.training import derive
+from jaxprov.training.loop import accuracy
+
+# The run the outcome test asserts on: small enough for CI (2 cores), large enough to show it.
+CONFIG = protect.MapConfig(steps=150, batch=64)
+TINY_SYNTH = protect.SynthConfig(n=64, batch=64, steps=30)
+
+
+@pytest.fixture(scope="module")
+def domains():
+    spec = models.create("lenet_bn")[2]
+    xa, ya = datasets.inputs("mnistm:train", spec)
+    xu, yu = datasets.inputs("mnist:base", spec)
+    ta, tya = datasets.inputs("mnistm:test", spec)
+    tu, tyu = datasets.inputs("mnist:test", spec)
+    return {"train_a": (xa[:1500], ya[:1500]), "train_u": (xu[:1000], yu[:1000]),
+            "test_a": (ta[:500], tya[:500]), "test_u": (tu[:500], tyu[:500])}
+
+
+@pytest.fixture(scope="module")
+def source(domains):
+    x, y = domains["train_a"]
+    return derive.train("lenet_bn", x, y, jax.random.PRNGKey(1), epochs=3, lr=2e-3, batch=64, name="src")
+
+
+@pytest.fixture(scope="module")
+def protected(source, domains):
+    before = jax.tree_util.tree_map(np.array, source.params)
+    result = protect.protect(source, "source-available", jax.random.PRNGKey(2), CONFIG,
+                             authorised=domains["train_a"][0], unauthorised=domains["train_u"][0])
+    return result, before
+
+
+def test_the_mask_removes_the_unauthorised_domain_and_keeps_the_authorised_one(source, protected, domains):
+    result, _ = protected
+    e = protect.evaluate(source, result.model, domains["test_a"], domains["test_u"])
+    assert e["unauthorised_before"] > 0.8  # an MNIST-M model reads MNIST digits: there is skill to remove
+    # The small CI run's bounds (the issue's targets, chance + 10 and a 2-point drop, are measured on
+    # the full runs in docs/results.md): at least a third of the skill above chance removed, at most
+    # 10 points of authorised accuracy lost.
+    assert e["removed"] >= 1 / 3, e
+    assert e["authorised_before"] - e["authorised_after"] <= 0.10, e
+    assert e["st_d"] > 0.45, e
+
+
+def test_the_mask_is_binary_and_the_frozen_weights_are_unchanged_bit_for_bit(source, protected):
+    result, before = protected
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(source.params)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    assert all(m.dtype == bool for m in result.run.masks.values())
+    full = masks.per_weight(result.run.masks, source.params)
+    kernels = {"/".join(str(getattr(k, "key", k)) for k in p): (np.asarray(w), np.asarray(v))
+               for (p, w), (_, v) in zip(jax.tree_util.tree_flatten_with_path(source.params["params"])[0],
+                                         jax.tree_util.tree_flatten_with_path(result.model.params["params"])[0])}
+    for path, (w, v) in kernels.items():
+        if path in full:  # kept weights are the source's bit for bit, removed ones are zero
+            assert np.array_equal(v[full[path]], w[full[path]]) and not np.any(v[~full[path]])
+        else:  # biases and BatchNorm are never masked
+            assert v.tobytes() == w.tobytes()
+    assert 0.0 < result.run.density < 1.0
+    assert result.model.params["batch_stats"]["bn1"]["mean"].tobytes() == before["batch_stats"]["bn1"]["mean"].tobytes()
+
+
+def test_the_protected_model_is_a_normal_stored_model(source, protected, tmp_path):
+    result, _ = protected
+    out = store.save_model(result.model, tmp_path / "protected")
+    loaded = jaxprov.load(out)
+    assert loaded.arch == source.arch and loaded.meta["lineage"]["parent"] == "src"
+    assert loaded.meta["lineage"]["derivation"] == "map" and loaded.meta["protection"]["setting"] == "source-available"
+    for a, b in zip(jax.tree_util.tree_leaves(result.model.params), jax.tree_util.tree_leaves(loaded.params)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    fresh = models.init("lenet_bn", jax.random.PRNGKey(7), name="fresh")
+    sim = jaxprov.Zoo([source, loaded, fresh], seeds="mnist:test").similarity("weights")
+    assert sim.values[0, 1] > 0.9 > sim.values[0, 2]
+
+
+def test_a_run_resumes_from_its_checkpoint_exactly(source, domains, tmp_path):
+    xa, xu = domains["train_a"][0][:256], domains["train_u"][0][:256]
+    config = protect.MapConfig(steps=12, batch=32, checkpoint_every=4)
+    straight = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3))
+    checkpoint = tmp_path / "run.npz"
+    first = protect.learn(source, xa, xu, protect.MapConfig(steps=8, batch=32, checkpoint_every=4),
+                          jax.random.PRNGKey(3), checkpoint)
+    assert first.resumed_from == 0 and checkpoint.exists()
+    resumed = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), checkpoint)
+    assert resumed.resumed_from == 8
+    for k in straight.scores:
+        assert np.array_equal(straight.scores[k], resumed.scores[k])
+    other = protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, alpha=2.0), jax.random.PRNGKey(3),
+                          checkpoint)
+    assert other.resumed_from == 0  # another run's checkpoint is not resumed
+    checkpoint.write_bytes(b"not an npz")
+    with pytest.raises(JaxprovError, match="not a readable MAP checkpoint"):
+        protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), checkpoint)
+
+
+def test_batchnorm_synthesis_matches_the_running_statistics(source):
+    x, record = synth.pseudo_source(source, jax.random.PRNGKey(4), TINY_SYNTH, "auto")
+    assert record["method"] == "bn" and x.shape == (64, 28, 28, 3)
+    start = source.input_spec.example(64, jax.random.fold_in(jax.random.PRNGKey(4), 0))
+
+    def gap(inputs):
+        _, moments = synth._bn_moments(source.module, source.params, inputs)
+        return sum(float(np.linalg.norm(m - rm) + np.linalg.norm(v - rv)) for m, v, rm, rv in moments)
+
+    assert gap(x) < 0.5 * gap(start)
+    predicted = np.argmax(np.asarray(source(x)), axis=-1)
+    assert np.mean(predicted == np.arange(64) % 10) > 0.9  # each input is read as its target class
+    lo, hi = source.input_spec.bounds()
+    assert np.all(x >= lo.min() - 1e-6) and np.all(x <= hi.max() + 1e-6)
+
+
+def test_batchnorm_synthesis_on_a_model_without_batchnorm_is_one_line():
+    plain = models.init("lenet", jax.random.PRNGKey(0), name="plain")
+    with pytest.raises(JaxprovError, match="has no BatchNorm layers.*--synthesis inversion"):
+        protect.protect(plain, "source-free", jax.random.PRNGKey(0), unauthorised=np.zeros((4, 28, 28, 1), np.float32),
+                        synthesis="bn")
+    assert synth.resolve_method(plain, "auto") == "inversion"
+
+
+def test_data_free_learns_from_synthesised_domains_only(source):
+    result = protect.protect(source, "data-free", jax.random.PRNGKey(5), protect.MapConfig(steps=10, batch=32),
+                             synth_config=TINY_SYNTH)
+    assert result.record["n_unauthorised"] == 3 * result.record["n_authorised"] == 3 * 64
+    assert result.record["synthesis"]["method"] == "bn" and result.model.meta["protection"]["setting"] == "data-free"
+    with pytest.raises(JaxprovError, match="takes no authorised data"):
+        protect.protect(source, "data-free", jax.random.PRNGKey(5), authorised=np.zeros((2, 28, 28, 3), np.float32))
+
+
+def test_st_d_balances_retention_and_removal():
+    chance = 0.1
+    assert protect.st_d(0.9, 0.9, 0.8, 0.8, chance)["st_d"] == 0.0  # no protection removes nothing
+    assert protect.st_d(0.9, 0.1, 0.8, 0.1, chance)["st_d"] == 0.0  # noise everywhere retains nothing
+    assert protect.st_d(0.9, 0.9, 0.8, 0.1, chance)["st_d"] == 1.0
+    half = protect.st_d(0.9, 0.5, 0.8, 0.1, chance)
+    assert half["retained"] == pytest.approx(0.5) and half["st_d"] == pytest.approx(2 / 3)
+    assert protect.st_d(0.9, 0.9, 0.05, 0.05, chance)["removed"] == 1.0  # nothing above chance to remove
+
+
+def test_baselines_keep_the_learned_masks_per_layer_sparsity(source, protected):
+    learned = protected[0].run.masks
+    for baseline in (baselines.random_masks(learned, jax.random.PRNGKey(0)),
+                     baselines.magnitude_masks(learned, source.params, "weight")):
+        for k, m in learned.items():
+            assert baseline[k].shape == m.shape and baseline[k].sum() == m.sum()
+    kernels = {"/".join(str(getattr(k, "key", k)) for k in p): np.abs(np.asarray(w))
+               for p, w in jax.tree_util.tree_flatten_with_path(source.params["params"])[0]}
+    magnitude = baselines.magnitude_masks(learned, source.params, "weight")
+    for k, m in magnitude.items():
+        if 0 < m.sum() < m.size:
+            assert kernels[k][m].min() >= kernels[k][~m].max()
+
+
+def _cli_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxprov: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_map_and_eval_end_to_end(source, tmp_path, capsys):
+    src = store.save_model(source, tmp_path / "src")
+    out = tmp_path / "protected"
+    assert main(["protect", "map", str(src), "--setting", "source-available", "--authorised", "mnistm:train",
+                 "--unauthorised", "mnist", "--out", str(out), "--steps", "20", "--batch", "32"]) == 0
+    assert "protected:" in capsys.readouterr().out
+    assert jaxprov.load(out).meta["protection"]["data"]["unauthorised"] == "mnist:base"
+    assert not list(tmp_path.glob(".protected.map-checkpoint*"))
+    assert main(["protect", "eval", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["authorised"] == "mnistm:test" and report["unauthorised"] == "mnist:test"
+    assert 0.0 <= report["st_d"] <= 1.0 and report["authorised_before"] > 0.5
+
+
+def test_cli_bad_inputs_are_one_line_and_write_nothing(source, tmp_path, capsys):
+    src = store.save_model(source, tmp_path / "src")
+    out = tmp_path / "out"
+    base = ["protect", "map", str(src), "--out", str(out), "--steps", "2"]
+    bad_shape = tmp_path / "flat.npz"
+    np.savez(bad_shape, x=np.zeros((5, 7), np.float32))
+    assert "expected images" in _cli_error(base + ["--setting", "source-free", "--unauthorised", str(bad_shape)], capsys)
+    four = tmp_path / "four.npz"
+    np.savez(four, x=np.zeros((5, 28, 28, 4), np.float32))
+    assert "not [H, W, 1 or 3] images" in _cli_error(base + ["--setting", "source-free", "--unauthorised", str(four)], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "empty folder" in _cli_error(base + ["--setting", "source-free", "--unauthorised",
+                                                str(tmp_path / "empty")], capsys)
+    assert "not a named domain" in _cli_error(base + ["--setting", "source-free", "--unauthorised", "nosuch"], capsys)
+    assert "needs authorised data" in _cli_error(base + ["--setting", "source-available", "--unauthorised", "mnist"],
+                                                 capsys)
+    plain = store.save_model(models.init("lenet", jax.random.PRNGKey(0), name="plain"), tmp_path / "plain")
+    assert "no BatchNorm" in _cli_error(["protect", "map", str(plain), "--out", str(out), "--setting", "data-free",
+                                         "--synthesis", "bn"], capsys)
+    assert str(tmp_path / "missing") in _cli_error(["protect", "eval", str(tmp_path / "missing")], capsys)
+    assert not out.exists()
