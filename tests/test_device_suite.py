@@ -24,7 +24,7 @@ def test_smoke_run_writes_every_figure_as_json(tmp_path, ci_run):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     suite = json.loads((out / "suite.json").read_text())
     assert suite["smoke"] and suite["platform"] == "cpu" and suite["versions"]["jax"]
-    assert {name: stage["exit"] for name, stage in suite["stages"].items()} == {"engine": 0, "reuse": 0}
+    assert {name: stage["exit"] for name, stage in suite["stages"].items()} == {"engine": 0, "reuse": 0, "exits": 0}
     engine = json.loads((out / "engine.json").read_text())
     assert engine["size"] == "smoke" and "command" in engine and not any(k.endswith("_error") for k in engine)
     fields = engine["zoo_gradient_field"]
@@ -39,6 +39,16 @@ def test_smoke_run_writes_every_figure_as_json(tmp_path, ci_run):
     assert set(reuse["reuse"]["accuracy"]) <= set(stamps)
     overall = reuse["reuse"]["results"]["default"]["overall"]
     assert 0.0 <= overall["auc"] <= 1.0 and overall["n_pos"] > 0 and overall["n_neg"] > 0
+    exits = json.loads((out / "exits.json").read_text())
+    assert exits["size"] == "smoke" and not exits["errors"] and list(exits["archs"]) == ["cnn_exits"]
+    run_ = exits["archs"]["cnn_exits"]
+    rows = {(row["suspect"], row["transport"]): row for row in run_["results"]}
+    assert set(rows) == {("owner", "in-process"), ("finetuned", "in-process"), ("independent1", "in-process"),
+                         ("independent2", "in-process"), ("owner", "http")}
+    # In process the owner really stops where its fingerprint says (the timing itself is not asserted).
+    assert rows[("owner", "in-process")]["stops_as_expected"] == 1.0
+    assert len(run_["leave_one_out"]["rows"]) == 3
+    assert run_["fingerprint"]["n"] == sum(run_["fingerprint"]["kept_per_exit"])
 
 
 def test_unknown_argument_is_one_line_and_exit_2(tmp_path):

@@ -131,6 +131,22 @@ def test_time_levels_are_exact_kmeans_and_ignore_affine_changes():
     assert math.isclose(sse(bounds), best, rel_tol=1e-12)
 
 
+def test_stop_margin_is_the_distance_to_another_stop_over_every_copy():
+    q = 0.9
+    logit = lambda c: [math.log(c / (1 - c)), 0.0]  # noqa: E731 - two classes: max softmax c
+    # Exit 0 at 0.5, exit 1 at 0.95, exit 2 at 0.6: stops at 1, 0.05 above q and 0.4 below it.
+    owner = np.asarray([[logit(0.5), logit(0.95), logit(0.6)]])
+    np.testing.assert_allclose(craft.stop_margin(owner, np.asarray([1]), q), [0.05], atol=1e-9)
+    # A copy on which exit 0 is confident stops at 0: the sample's score turns negative.
+    copy = np.asarray([[logit(0.93), logit(0.95), logit(0.6)]])
+    np.testing.assert_allclose(craft.stop_margin(np.stack([owner, copy]), np.asarray([1]), q), [-0.03], atol=1e-9)
+    # A last stop needs no confident exit: only the earlier exits count.
+    np.testing.assert_allclose(craft.stop_margin(np.asarray([[logit(0.5), logit(0.7), logit(0.6)]]),
+                                                 np.asarray([2]), q), [0.2], atol=1e-9)
+    assert craft.robust_stop(np.stack([owner, copy]), q, 0.0).tolist() == [-1]
+    assert craft.robust_stop(owner, q, 0.04).tolist() == [1] and craft.robust_stop(owner, q, 0.06).tolist() == [-1]
+
+
 def test_binomial_tail_and_needed_rate():
     n, p = 20, 0.3
     exact = sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(9, n + 1))
@@ -289,10 +305,12 @@ def _served(*model_dirs: Path):
 def test_verification_over_http_against_jaxprov_serve(exits_zoo, tmp_path):
     fp = exits_zoo["fingerprint"]
     owner_dir = store.save_model(exits_zoo["owner"], tmp_path / "owner")
+    child_dir = store.save_model(exits_zoo["child"], tmp_path / "child")
     other_dir = store.save_model(exits_zoo["independent"][2], tmp_path / "independent")
-    with _served(owner_dir, other_dir) as (owner_url, other_url):
-        owner = verify.verify(fp, client.HttpSuspect(owner_url), repeats=40)
-        other = verify.verify(fp, client.HttpSuspect(other_url), repeats=40)
+    with _served(owner_dir, child_dir, other_dir) as (owner_url, child_url, other_url):
+        owner, child, other = (verify.verify(fp, client.HttpSuspect(url), repeats=40)
+                               for url in (owner_url, child_url, other_url))
     assert owner.verdict == "owner's model" and owner.timing.p_value < 0.01
+    assert child.verdict == "owner's model" and child.timing.p_value < 0.01
     assert other.verdict == "not shown"
     assert owner.labels.score == 1.0  # the served model answers as the owner did

@@ -17,9 +17,15 @@ share the features it needs) favours the confident target. L is minimised by L-i
 within the valid box), batched over samples (each sample's loss depends on its own input only).
 Targets cycle through the exits (seed i aims at i mod K), so the expected stops are varied.
 
-A sample is kept only if it stops at its target under the thresholds q - margin, q and q + margin
-(`robust_stop`): a stop that holds only at exactly q would flip on a fine-tuned copy or a server
-with another threshold.
+Which crafted samples are kept: a sample must stop at its target under the thresholds q - margin, q
+and q + margin on the owner (`robust_stop`): a stop that holds only at exactly q would flip on a
+server with another threshold. Of those, the `per_exit` per target exit that are furthest from
+changing their stop are kept, not the first ones: the robustness score (`stop_margin`) is the
+smallest confidence margin (the target exit's confidence above q, every earlier exit's below it;
+negative where the stop changed) over the owner and `noise_copies` copies of it whose every
+parameter is multiplied by 1 + `weight_noise` * N(0, 1) (a fixed key): a stand-in for the weight
+drift of fine-tuning and pruning, so that a kept stop does not hinge on the owner's exact weights.
+More seeds per exit give the ranking more to choose from.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from jaxprov.model import Model
 from jaxprov.models.multi_exit import EXITS, num_exits
 
 CHUNK = 256  # at most this many samples per PGD batch: bounds memory
+NOISE_KEY = jax.random.PRNGKey(7)  # the noisy copies of the owner `craft` checks stops on (fixed: reproducible)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +56,8 @@ class CraftConfig:
     target exit (failures are dropped). margin: the threshold margin of `robust_stop`.
     low, high: the confidence levels the loss pushes earlier exits below and the target exit above.
     confident_weight: w, the weight of the target exit's term.
+    weight_noise, noise_copies: the relative parameter noise and the number of noisy copies of the
+    owner the robustness ranking runs on (0 copies: the owner's own margins).
     """
 
     eps: float = 0.15
@@ -60,12 +69,16 @@ class CraftConfig:
     low: float = 0.3
     high: float = 0.99
     confident_weight: float = 10.0
+    weight_noise: float = 0.1
+    noise_copies: int = 4
 
     def __post_init__(self):
         if not (self.eps > 0 and self.step_size > 0 and self.steps >= 1 and self.per_exit >= 1
-                and self.seeds_per_exit >= self.per_exit and 0 <= self.margin < 0.5):
+                and self.seeds_per_exit >= self.per_exit and 0 <= self.margin < 0.5
+                and 0 <= self.weight_noise < 1 and self.noise_copies >= 0):
             raise JaxprovError(f"bad craft settings {self}: need eps, step_size > 0, steps, per_exit >= 1, "
-                                "seeds_per_exit >= per_exit and 0 <= margin < 0.5")
+                                "seeds_per_exit >= per_exit, 0 <= margin < 0.5, 0 <= weight_noise < 1 and "
+                                "noise_copies >= 0")
 
 
 def exit_loss(exit_logits: jax.Array, target: jax.Array, label: jax.Array, low: float, high: float,
@@ -84,10 +97,44 @@ def exit_loss(exit_logits: jax.Array, target: jax.Array, label: jax.Array, low: 
 
 
 def robust_stop(exit_logits, threshold: float, margin: float) -> np.ndarray:
-    """The stop exit at `threshold` where it is the same at threshold +- margin, else -1."""
-    stops = [np.asarray(exit_rule(exit_logits, min(max(q, 1e-6), 1.0))[1])
-             for q in (threshold - margin, threshold, threshold + margin)]
-    return np.where((stops[0] == stops[1]) & (stops[1] == stops[2]), stops[1], -1)
+    """The stop exit at `threshold` where it is the same at threshold +- margin, else -1. `exit_logits`
+    [batch, K, classes], or [copies, batch, K, classes]: then also the same on every copy."""
+    exit_logits = np.asarray(exit_logits)
+    copies = exit_logits if exit_logits.ndim == 4 else exit_logits[None]
+    stops = [np.asarray(exit_rule(jnp.asarray(c), min(max(q, 1e-6), 1.0))[1])
+             for c in copies for q in (threshold - margin, threshold, threshold + margin)]
+    same = np.all([s == stops[0] for s in stops], axis=0)
+    return np.where(same, stops[0], -1)
+
+
+def stop_margin(exit_logits, stops: np.ndarray, threshold: float) -> np.ndarray:
+    """How far each sample is from leaving stop exit `stops` [batch]: the smallest of (that exit's
+    confidence - q, unless it is the last exit, where the computation stops anyway) and (q - each
+    earlier exit's confidence), over the copies; negative where a copy stops elsewhere.
+    `exit_logits` as in `robust_stop`."""
+    exit_logits = np.asarray(exit_logits, np.float64)
+    copies = exit_logits if exit_logits.ndim == 4 else exit_logits[None]
+    z = copies - copies.max(axis=-1, keepdims=True)
+    confidence = 1.0 / np.exp(z).sum(axis=-1)  # max softmax [copies, batch, K]
+    k = confidence.shape[-1]
+    stops = np.asarray(stops)
+    earlier = np.arange(k)[None, None, :] < stops[None, :, None]
+    below = np.where(earlier, threshold - confidence, np.inf).min(axis=-1)
+    at = np.take_along_axis(confidence, stops[None, :, None], axis=-1)[..., 0] - threshold
+    above = np.where((stops < k - 1)[None, :], at, np.inf)  # a last stop needs no confident exit
+    return np.minimum(below, above).min(axis=0)
+
+
+def noisy_copies(model: Model, scale: float, copies: int, key: jax.Array) -> list:
+    """`copies` parameter trees of `model`, each float leaf multiplied by 1 + scale * N(0, 1)."""
+    leaves, tree = jax.tree_util.tree_flatten(model.params)
+    out = []
+    for c in range(copies):
+        keys = jax.random.split(jax.random.fold_in(key, c), len(leaves))
+        out.append(jax.tree_util.tree_unflatten(tree, [
+            a * (1 + scale * jax.random.normal(kk, jnp.shape(a), jnp.float32)).astype(jnp.asarray(a).dtype)
+            if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a for a, kk in zip(leaves, keys)]))
+    return out
 
 
 def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: CraftConfig = CraftConfig(),
@@ -97,7 +144,8 @@ def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: Cra
 
     Returns:
       {"samples" [n, ...] float32, "stops" [n] int32 (the expected stop exit), "labels" [n] int32 (the
-      owner's answers), "tried" and "kept" per target exit}; samples are grouped by target exit, at
+      owner's answers), "tried" and "kept" per target exit, "robust": the share of kept samples per exit
+      that stop right on every noisy copy}; samples are grouped by target exit, at
       most config.per_exit each.
 
     Raises:
@@ -129,14 +177,17 @@ def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: Cra
         if progress is not None:
             progress(stop, need)
     crafted = np.concatenate(crafted)
-    exit_logits = np.concatenate([np.asarray(features(model.params, jnp.asarray(crafted[i:i + CHUNK]))[EXITS])
-                                  for i in range(0, need, CHUNK)])
-    stops = robust_stop(exit_logits, threshold, config.margin)
-    answers = np.asarray(exit_rule(exit_logits, threshold)[2])
+    params = [model.params, *noisy_copies(model, config.weight_noise, config.noise_copies, NOISE_KEY)]
+    exit_logits = np.stack([np.concatenate([np.asarray(features(p, jnp.asarray(crafted[i:i + CHUNK]))[EXITS])
+                                            for i in range(0, need, CHUNK)]) for p in params])
     targets = np.asarray(targets)
+    stops = robust_stop(exit_logits[0], threshold, config.margin)
+    answers = np.asarray(exit_rule(jnp.asarray(exit_logits[0]), threshold)[2])
+    score = stop_margin(exit_logits, targets, threshold)
     keep, kept = [], []
     for t in range(k):
-        ok = np.flatnonzero((targets == t) & (stops == t))[:config.per_exit]
+        ok = np.flatnonzero((targets == t) & (stops == t))
+        ok = np.sort(ok[np.argsort(-score[ok], kind="stable")][:config.per_exit])  # the most robust
         keep.append(ok)
         kept.append(int(ok.size))
     if min(kept) == 0:  # every exit must appear, or the suspect's time levels cannot be matched to exits
@@ -144,7 +195,8 @@ def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: Cra
                            f"(kept per exit: {kept}); try a larger eps or more steps")
     index = np.concatenate(keep)
     return {"samples": crafted[index].astype(np.float32), "stops": stops[index].astype(np.int32),
-            "labels": answers[index].astype(np.int32), "tried": [config.seeds_per_exit] * k, "kept": kept}
+            "labels": answers[index].astype(np.int32), "tried": [config.seeds_per_exit] * k, "kept": kept,
+            "robust": [round(float(np.mean(score[ok] > 0)), 4) for ok in keep]}
 
 
 def _attack_fn(model: Model, config: CraftConfig, threshold: float):

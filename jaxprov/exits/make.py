@@ -36,7 +36,7 @@ def make(model: Model, seeds: str = "mnist:test", threshold: float = staged.DEFA
     meta = {"num_exits": k, "threshold": threshold, "input_shape": list(model.input_spec.shape),
             "owner": {"name": model.name, "arch": model.arch, "params_sha256": model_digest(model)},
             "recipe": {"craft": dict(vars(config)), "seeds": seed_probes.meta, "key": key_repr(key),
-                       "tried": crafted["tried"], "kept": crafted["kept"]},
+                       "tried": crafted["tried"], "kept": crafted["kept"], "robust": crafted["robust"]},
             "profile": profile.to_json(), "calibration": None, "versions": {"jaxprov": __version__}}
     fingerprint = Fingerprint(crafted["samples"], crafted["stops"], crafted["labels"], meta)
     if null:

@@ -3,9 +3,11 @@ response times, infer where each computation stopped, and score the match with t
 
 Ours (Dong et al. 2021 publish neither their statistic nor their thresholds):
 - Each sample is sent `repeats` times, round-robin in a fresh random order per round, so a slow
-  moment of a shared machine hits all samples alike. A sample's time is the minimum over its
-  repeats: interference on a machine only ever adds time, so the minimum is the least noisy
-  estimate of its own cost.
+  moment of a shared machine hits all samples alike. A sample's time is a low quantile of its
+  repeats (`LOW_QUANTILE`, the 10th percentile): interference on a machine only ever adds time,
+  so the low end of a sample's times is its own cost; a quantile rather than the minimum, because
+  the minimum is one extreme draw, and a few unusually fast ones (a warm cache, a boost clock)
+  misplace a sample as well as slow ones do.
 - The suspect's time levels come from its own times, never from the owner's hardware: the n
   times are cut into K groups by exact one-dimensional k-means (dynamic programming over the
   sorted times), and the group of the j-th smallest centre is read as stop exit j (a later stop
@@ -38,7 +40,8 @@ from jaxprov.exits.staged import EarlyExit
 from jaxprov.model import Model
 
 ALPHA = 0.01
-DEFAULT_REPEATS = 15
+DEFAULT_REPEATS = 30
+LOW_QUANTILE = 0.1
 
 
 class Suspect(Protocol):
@@ -92,11 +95,12 @@ def measure(suspect: Suspect, samples: np.ndarray, repeats: int = DEFAULT_REPEAT
     return times, labels
 
 
-def time_levels(times: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample minimum over repeats, cut into k levels by exact 1-D k-means ->
-    (level per sample in 0..k-1 by increasing time, level centres in seconds)."""
+def time_levels(times: np.ndarray, k: int, quantile: float = LOW_QUANTILE) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample `quantile` of its repeats (times [n, repeats]; a 1-D times is one time per sample), cut
+    into k levels by exact 1-D k-means -> (level per sample in 0..k-1 by increasing time, level
+    centres in seconds)."""
     t = np.asarray(times, np.float64)
-    t = t.min(axis=1) if t.ndim == 2 else t
+    t = np.quantile(t, quantile, axis=1) if t.ndim == 2 else t
     if t.size < k:
         raise JaxprovError(f"{t.size} timed samples cannot show {k} time levels")
     order = np.argsort(t, kind="stable")
