@@ -244,7 +244,13 @@ def main() -> None:
         # Each arch's figures are written as soon as it ends, so a time limit keeps the finished ones.
         try:
             doc["archs"][arch] = run_arch(arch, size, Path(args.root) / arch, args, log)
-        except Exception as err:  # noqa: BLE001 - one arch failing (e.g. out of time or memory) keeps the others
+        except KeyboardInterrupt:  # the device suite's time limit (SIGINT): record it, keep the finished archs
+            doc["errors"][arch] = f"interrupted after {time.time() - started:.0f} s (a time limit?)"
+            log(f"{arch}: {doc['errors'][arch]}")
+            doc["seconds"] = round(time.time() - started, 1)
+            atomic_write(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
+            sys.exit(130)
+        except Exception as err:  # noqa: BLE001 - one arch failing (e.g. out of memory) keeps the others
             doc["errors"][arch] = f"{type(err).__name__}: {err}"
             log(f"{arch}: {doc['errors'][arch]}")
         doc["seconds"] = round(time.time() - started, 1)
