@@ -88,7 +88,12 @@ def _cmd_compare(args) -> int:
 
     a, b = api.load(args.a, progress=True), api.load(args.b, progress=True)
     null = _load_null(args.null)
-    result = compare_lib.compare(a, b, args.method or None, null=null, seeds=args.seeds,
+    methods = args.method or None
+    if args.dna is not None:  # the named methods, dna read from the given detector
+        from jaxprov.methods.dna import DNA
+
+        methods = [DNA(detector=args.dna) if m == "dna" else m for m in (methods or ["dna"])]
+    result = compare_lib.compare(a, b, methods, null=null, seeds=args.seeds,
                                  key=jax.random.PRNGKey(args.seed))
     print(compare_lib.dumps(result) if args.json else result.summary())
     if not result.has_evidence:
@@ -116,8 +121,11 @@ def _cmd_scan(args) -> int:
     from jaxprov import scan
 
     null = _load_null(args.null)
-    result = scan.scan_directory(args.dir, args.out, args.method or None, seeds=args.seeds,
-                                 key=jax.random.PRNGKey(args.seed), null=null)
+    methods, config = args.method or None, None
+    if args.dna is not None:
+        methods, config = methods or ["dna"], {"dna": {"detector": args.dna}}
+    result = scan.scan_directory(args.dir, args.out, methods, seeds=args.seeds,
+                                 key=jax.random.PRNGKey(args.seed), null=null, method_config=config)
     for tag, group in result.groups.items():
         print(f"{tag}: {len(group['models'])} models -> {group['files']['html']}")
         for name, sim in group["similarity"].items():
@@ -128,6 +136,51 @@ def _cmd_scan(args) -> int:
     for line in result.failures:
         print(f"jaxprov: warning: skipped {line}", file=sys.stderr)
     return 1 if result.failures else 0
+
+
+def _cmd_dna_train(args) -> int:
+    import dataclasses
+
+    from jaxprov import dna
+    from jaxprov.bench import dna as bench_dna
+
+    config = dna.TrainConfig()
+    if args.steps is not None:
+        if args.steps < 1:
+            from jaxprov.errors import ArgumentError
+
+            raise ArgumentError(f"--steps must be a positive number of steps, not {args.steps}")
+        config = dataclasses.replace(config, stage1_steps=args.steps, stage2_steps=args.steps)
+    source = f"--preset {args.preset}" if args.preset else f"--zoo {args.zoo}"
+    command = f"jaxprov dna train {source} --out {args.out}" + (f" --steps {args.steps}" if args.steps else "")
+    det = bench_dna.train_from_preset(args.preset, args.out, dna.Architecture(view=args.view), config,
+                                      zoo=args.zoo, command=command)
+    print(f"DNA detector written to {args.out} ({det.meta['n_models']} models, {det.meta['n_pairs']} pairs, "
+          f"{det.meta['n_derived_pairs']} derived); use it with --method dna --dna {args.out}")
+    return 0
+
+
+def _cmd_dna_info(args) -> int:
+    from jaxprov import dna
+
+    det = dna.load(args.detector)
+    info = det.to_json()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    arch = info["architecture"]
+    print(f"DNA detector {det.name} ({det.meta['path']})")
+    print(f"  input space: {info['input_spec']['modality']} {'x'.join(map(str, info['input_spec']['shape']))}; "
+          f"domains: {', '.join(info.get('domains') or ['unrecorded'])}")
+    print(f"  view: {arch['view']} (width {det.arch.width}); encoder g: {arch['encoder'] or 'none'}; "
+          f"classifier h: {'none (cosine)' if arch['embedding_hidden'] is None else arch['embedding_hidden']}")
+    print(f"  trained on {info.get('n_models')} models ({', '.join(info.get('architectures', []))}), "
+          f"{info.get('n_pairs')} pairs ({info.get('n_derived_pairs')} derived); recipe "
+          f"{str(info.get('recipe_digest'))[:12]}; probes {info.get('probes', {}).get('source')} "
+          f"{str(info.get('probes', {}).get('digest'))[:12]}")
+    print(f"  versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}; "
+          f"params sha256 {info['params_sha256'][:12]}")
+    return 0
 
 
 def _top_pairs(sim, k):
@@ -347,9 +400,11 @@ def _cmd_demo(args) -> int:
     return demo.run(Path(args.out))
 
 
-_METHOD_HELP = ("ddv, gradient_field, sac, ipguard, weights, cka, mistakes, or all (repeatable; default: the "
+_METHOD_HELP = ("ddv, gradient_field, sac, ipguard, weights, cka, mistakes, dna, or all (repeatable; default: the "
                 "default verdict's methods of non-zero weight, answered by the default verdict; all: every "
                 "method, the default verdict still answers)")
+_DNA_HELP = ("the DNA detector for --method dna (a folder written by `jaxprov dna train`, or a shipped name; "
+             "default: mnist); alone, it implies --method dna")
 _SEEDS_HELP = ("probe seeds: mnist, digits, a split such as mnist:test, synthetic, a folder or .npy/.npz "
                "(default: the seeds the default verdict was fitted with, mnist:test)")
 
@@ -393,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--null", help="a folder of models independent of A: calibrates the verdict")
     p.add_argument("--seeds", help=_SEEDS_HELP)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
+    p.add_argument("--dna", metavar="DIR", help=_DNA_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_compare)
 
@@ -405,7 +461,25 @@ def build_parser() -> argparse.ArgumentParser:
                                   "default verdict (without one, the zoo itself is the null)")
     p.add_argument("--seeds", help=_SEEDS_HELP)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for probes (default 0)")
+    p.add_argument("--dna", metavar="DIR", help=_DNA_HELP)
     p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("dna", help="Model DNA: train and inspect learned provenance detectors")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("train", help="train a DNA detector on a zoo with known lineage (resumable, with ETA)")
+    source = q.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="build that benchmark preset's DNA training zoo (lineages disjoint from "
+                                         "its val and test groups) under OUT/zoo and train on it (cpu, ci)")
+    source.add_argument("--zoo", help="a zoo folder built from a recipe with roles (e.g. a benchmark's zoo)")
+    q.add_argument("--out", required=True, help="the detector folder (checkpoints there; a rerun resumes)")
+    q.add_argument("--steps", type=int, default=None, help="optax steps of each stage (default 600)")
+    q.add_argument("--view", choices=["logits", "probs", "sorted", "both"], default="logits",
+                   help="the view of the outputs in the DNA (sorted: size-free, for other label spaces)")
+    q.set_defaults(func=_cmd_dna_train)
+    q = actions.add_parser("info", help="what a DNA detector was trained on and how")
+    q.add_argument("detector", help="a detector folder, or a shipped detector's name (mnist)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_cmd_dna_info)
 
     p = sub.add_parser("archs", help="list the architecture keys jaxprov knows")
     p.set_defaults(func=_cmd_archs)

@@ -147,3 +147,25 @@ PRESETS: dict[str, Preset] = {
                        "mistakes": {"n_seeds": 1000, "min_probes": 5}},
         device_note="GPU"),
 }
+
+
+# A learned detector (`jaxprov.dna`) trains on lineages of its own: the preset's protocol (every reuse
+# type, independents and their children, nulls) from other base models and seeds, so that no model of
+# the val group (which fits the default verdict) or of the test group (which scores it) is a relative
+# of anything it was trained on.
+DNA_TRAINING_GROUP = "train"
+DNA_TRAINING_SEEDS = 300  # val seeds are 1xx, test seeds 2xx
+
+
+def dna_training_preset(preset: Preset, n_bases: int = 4) -> Preset:
+    """The preset's protocol as one "train" group of `n_bases` bases (MLP and LeNet alternating for
+    the small presets), its independents and nulls, all from seeds 3xx."""
+    s = DNA_TRAINING_SEEDS
+    archs = sorted({a for a, _ in preset.bases["val"]}, key=[a for a, _ in preset.bases["val"]].index)
+    bases = [(archs[i % len(archs)], s + 1 + i) for i in range(n_bases)]
+    shift = lambda seed: seed % 100 + s  # noqa: E731 - the val group's seed pattern moved to 3xx
+    independents = [(a, shift(seed), data, children) for a, seed, data, children in preset.independents["val"]]
+    nulls = [(a, shift(seed)) for a, seed in preset.nulls["val"]]
+    g = DNA_TRAINING_GROUP
+    return dataclasses.replace(preset, name=f"{preset.name}-dna-train", bases={g: bases},
+                               independents={g: independents}, nulls={g: nulls})

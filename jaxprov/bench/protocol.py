@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from typing import Any, Mapping
 
-from jaxprov.bench.presets import GROUPS, REUSE_TYPES, SIBLING, Preset
+from jaxprov.bench.presets import REUSE_TYPES, SIBLING, Preset
 
 
 def _seed(name: str) -> int:
@@ -46,7 +46,7 @@ def make_recipe(preset: Preset) -> dict:
                         "epochs": int(train["epochs"]), "lr": train["lr"], "role": role, "group": group,
                         "reuse": reuse})
 
-    for group in GROUPS:
+    for group in preset.bases:  # GROUPS for the benchmark's presets; the DNA training zoo has its own
         for i, (arch, seed) in enumerate(preset.bases[group]):
             base = f"{group}-b{i}-{arch}"
             trained(base, arch, seed, "mnist:base", "base", group, "base")

@@ -89,7 +89,7 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
     doc = {
         "benchmark": "reuse", "preset": preset.name,
         "command": command or f"jaxprov bench reuse --preset {preset.name}",
-        "environment": _environment(), "seconds": timings,
+        "environment": environment(), "seconds": timings,
         "protocol": {"groups": {g: {"bases": [n for n, e in entries.items() if e["group"] == g and e["role"] == "base"],
                                     "models": sum(e["group"] == g for e in entries.values()),
                                     "nulls": [n for n, e in entries.items() if e["group"] == g and e["role"] == "null"]}
@@ -118,7 +118,8 @@ def _num(v: float):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _environment() -> dict:
+def environment() -> dict:
+    """The versions, platform and device a run was measured on."""
     import flax
     import optax
 

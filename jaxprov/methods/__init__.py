@@ -19,6 +19,7 @@ _REGISTRY = {
     "weights": ("jaxprov.methods.weights", "WeightCosine"),
     "cka": ("jaxprov.methods.cka", "CKA"),
     "mistakes": ("jaxprov.methods.mistakes", "Mistakes"),
+    "dna": ("jaxprov.methods.dna", "DNA"),
 }
 DEFAULT_METHODS = ("ddv", "gradient_field")
 # Config fields renamed, old name -> new name, accepted with a DeprecationWarning for one release.

@@ -1,0 +1,128 @@
+"""Model DNA on the reuse benchmark's protocol: the training zoo (lineages of its own, split by base
+model from the val and test groups), the training set the detector learns from, and training a
+detector from a preset (`jaxprov dna train --preset NAME`) or from any zoo folder with recorded
+lineage (`--zoo DIR`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from jaxprov import dna as dna_lib
+from jaxprov import engine as engine_lib
+from jaxprov.bench.presets import PRESETS, REFERENCE_ROLES, dna_training_preset
+from jaxprov.bench.protocol import ancestors, make_recipe
+from jaxprov.errors import JaxprovError
+from jaxprov.model import ModelFns
+from jaxprov.probes import seeds as make_seeds
+
+TRAIN_SEEDS = "mnist:test"  # held-out data, as every probe of the benchmark
+TRAIN_PROBES = 1000
+TRAIN_KEY = 7  # the training probes' order (the benchmark's seeds are drawn with key 0)
+
+
+def _logits(static, fns: ModelFns, params, x, shared):
+    return fns.apply(params, x)
+
+
+def lineage_roots(entries: Mapping[str, dict]) -> dict[str, str]:
+    """Each model's lineage: the root (a model with no parent) it descends from, itself for a root."""
+    roots = {}
+    for name in entries:
+        up = ancestors(name, entries)
+        tops = sorted(a for a in up if not entries[a].get("parent") and not entries[a].get("parents"))
+        roots[name] = tops[0] if tops else name
+    return roots
+
+
+def training_set(models: Mapping[str, object], entries: Mapping[str, dict], names: Sequence[str] | None = None,
+                 seeds: str = TRAIN_SEEDS, n_probes: int = TRAIN_PROBES, key: int = TRAIN_KEY,
+                 config: engine_lib.EngineConfig = engine_lib.EngineConfig()) -> dna_lib.TrainingSet:
+    """The models `names` (default: all) of a zoo with recorded lineage (`entries`: recipe entries by
+    name, each with its "role" and "parent"/"parents"), as a `jaxprov.dna.TrainingSet`: every model's
+    outputs on `n_probes` seeds, drawn by PRNGKey(key) from `seeds`."""
+    names = list(entries if names is None else names)
+    if not names:
+        raise JaxprovError("dna: no models to train on")
+    spec = models[names[0]].input_spec
+    for n in names:
+        if models[n].input_spec.shape != spec.shape or models[n].input_spec.modality != spec.modality:
+            raise JaxprovError(f"dna: model {n!r} takes {models[n].input_spec.shape}, not {spec.shape} like "
+                               f"{names[0]!r}; a detector trains on one input space")
+    probes = make_seeds(seeds, spec, n_probes, jax.random.PRNGKey(key))
+    x = np.asarray(probes.inputs, np.float32)
+    logits = [np.asarray(engine_lib.map_inputs(_logits, None, models[n], x, config=config)) for n in names]
+    inside = set(names)
+    return dna_lib.TrainingSet(
+        x=x, logits=logits, names=names,
+        ancestors={n: frozenset(ancestors(n, entries) & inside) for n in names},
+        references=[n for n in names if entries[n].get("role") in REFERENCE_ROLES],
+        input_spec=spec,
+        domains=sorted({str(entries[n]["data"]) for n in names if "data" in entries[n]}),
+        architectures=sorted({models[n].arch for n in names}),
+        probes={"source": seeds, "n": str(n_probes), "key": str(key), "digest": probes.digest})
+
+
+def recipe_digest(recipe: Mapping) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def training_recipe(preset_name: str, n_bases: int = 4) -> dict:
+    """The DNA training zoo of a preset: its protocol from other bases (`presets.dna_training_preset`)."""
+    if preset_name not in PRESETS:
+        raise JaxprovError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
+    return make_recipe(dna_training_preset(PRESETS[preset_name], n_bases))
+
+
+def zoo_lineage(root: str | Path) -> tuple[dict, dict]:
+    """(models, entries) of a zoo folder built by `jaxprov.training.recipe` (each model's meta
+    records its recipe entry: role and parents); one line when a model records none."""
+    from jaxprov import store
+
+    root = Path(root)
+    if not root.is_dir():
+        raise JaxprovError(f"{root}: not a folder; pass a zoo folder built by `jaxprov zoo build` or the benchmark")
+    models, entries = {}, {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        model = store.load_model(d)
+        entry = (model.meta.get("recipe") or {}).get("entry")
+        if not isinstance(entry, dict) or "role" not in entry:
+            raise JaxprovError(f"{d}: the model records no recipe entry with a role; a DNA detector trains on "
+                               "a zoo with known lineage (built from a recipe with roles, as the benchmark's)")
+        models[model.name], entries[model.name] = model, entry
+    if not models:
+        raise JaxprovError(f"{root}: no stored models in it")
+    return models, entries
+
+
+def train_from_preset(preset_name: str, out: str | Path, arch: dna_lib.Architecture = dna_lib.Architecture(),
+                      config: dna_lib.TrainConfig = dna_lib.TrainConfig(), log: Callable[[str], None] = print,
+                      zoo: str | Path | None = None, command: str | None = None) -> dna_lib.Detector:
+    """Build (resumably) a preset's DNA training zoo under OUT/zoo, or read the zoo folder `zoo`,
+    train a detector (checkpointed in OUT) and save it to OUT."""
+    from jaxprov.training import recipe as zoo_recipe
+
+    out = Path(out)
+    if zoo is None:
+        recipe = training_recipe(preset_name)
+        log(f"[1/3] DNA training zoo: {len(recipe['models'])} models (resumable) -> {out / 'zoo'}")
+        models = zoo_recipe.build(recipe, out / "zoo")
+        entries = {e["name"]: e for e in recipe["models"]}
+        digest, source = recipe_digest(recipe), {"preset": preset_name, "recipe": recipe["name"]}
+    else:
+        log(f"[1/3] DNA training zoo: reading {zoo}")
+        models, entries = zoo_lineage(zoo)
+        digest = recipe_digest({n: e for n, e in sorted(entries.items())})
+        source = {"zoo": str(Path(zoo).absolute())}
+    log(f"[2/3] outputs of {len(models)} models on {TRAIN_PROBES} probes ({TRAIN_SEEDS})")
+    data = training_set(models, entries)
+    log("[3/3] training (resumable)")
+    det = dna_lib.train(data, arch, config, out=out, log=log, name=out.name, recipe_digest=digest)
+    det = det.with_params(det.params, training=source, command=command or "")
+    det.save(out)
+    return det

@@ -1,0 +1,174 @@
+"""Model DNA (jaxprov.dna, jaxprov.methods.dna): a detector trained in the test on lineages disjoint
+from the ones it is scored on, its file read as untrusted input, its input-space refusal, resuming."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxprov import compare, dna, metrics, models
+from jaxprov.bench import dna as bench_dna
+from jaxprov.bench.presets import REFERENCE_ROLES
+from jaxprov.bench.protocol import ancestors
+from jaxprov.comparison import Zoo
+from jaxprov.errors import JaxprovError
+from jaxprov.methods.dna import DNA
+
+TINY = dna.TrainConfig(stage1_steps=40, stage2_steps=40, probes_per_step=32, checkpoint_every=20)
+
+
+def _perturbed(model, key, scale, name):
+    leaves, tree = jax.tree_util.tree_flatten(model.params)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [a + scale * np.std(a) * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+    return model.replace(params=jax.tree_util.tree_unflatten(tree, noisy), name=name)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """Untrained MLPs: 3 bases with 2 noisy copies each (their "derived" models) and 2 independents
+    per base; no training, so the fixture costs only initialisation."""
+    zoo, entries = {}, {}
+    for b in range(3):
+        base = models.init("mlp", jax.random.PRNGKey(b), name=f"b{b}")
+        zoo[base.name], entries[base.name] = base, {"role": "base"}
+        for c in range(2):
+            child = _perturbed(base, jax.random.PRNGKey(100 * b + c), 0.3, f"b{b}-c{c}")
+            zoo[child.name], entries[child.name] = child, {"role": "positive", "parent": base.name}
+        for i in range(2):
+            ind = models.init("mlp", jax.random.PRNGKey(1000 + 10 * b + i), name=f"i{b}-{i}")
+            zoo[ind.name], entries[ind.name] = ind, {"role": "independent"}
+    data = bench_dna.training_set(zoo, entries, [n for n in zoo if n[1] in "01"], n_probes=128)
+    return zoo, entries, data
+
+
+@pytest.fixture(scope="module")
+def toy_detector(toy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dna") / "det"
+    detector = dna.train(toy[2], dna.Architecture(), TINY, out=out, log=lambda line: None)
+    detector.save(out)
+    return out, detector
+
+
+def test_a_saved_detector_loads_the_same_and_refuses_another_input_space_with_one_line(toy, toy_detector):
+    zoo, _, _ = toy
+    out, detector = toy_detector
+    loaded = dna.load(out)
+    assert loaded.digest == detector.digest and loaded.meta["n_models"] == 10
+    assert loaded.meta["probes"]["source"] == "mnist:test" and loaded.meta["architectures"] == ["mlp"]
+    method = DNA(n_seeds=64, detector=str(out))
+    result = compare(zoo["b2"], zoo["b2-c0"], method)
+    assert result.results[0].similarity > compare(zoo["b2"], zoo["i2-0"], method).results[0].similarity
+    spec = zoo["b2"].input_spec
+    other = type(spec)(**{**spec.to_json(), "mean": (0.5,), "std": (0.5,)})
+    suspect = zoo["b2-c0"].replace(input_spec=other, name="renormalised")
+    with pytest.raises(JaxprovError) as err:
+        Zoo([suspect, zoo["b2"]], seeds="mnist:test", key=jax.random.PRNGKey(0),
+            method_config={"dna": {"detector": str(out), "n_seeds": 32}}).probes("dna")
+    line = str(err.value)
+    assert "\n" not in line and "'renormalised'" in line and "trained on image 28x28x1" in line
+    assert "jaxprov dna train" in line
+
+
+def test_a_damaged_or_tampered_detector_folder_is_one_line(toy_detector, tmp_path):
+    import shutil
+
+    out, _ = toy_detector
+    with pytest.raises(JaxprovError, match="no DNA detector folder there and none shipped"):
+        dna.load(tmp_path / "absent")
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    meta = json.loads((bad / "dna.json").read_text())
+    (bad / "dna.json").write_text(json.dumps({**meta, "architecture": {**meta["architecture"], "view": "x"}}))
+    with pytest.raises(JaxprovError, match="architecture field view"):
+        dna.load(bad)
+    (bad / "dna.json").write_text(json.dumps({**meta, "architecture": {**meta["architecture"], "embed": 16}}))
+    with pytest.raises(JaxprovError, match="params do not fit its architecture"):
+        dna.load(bad)
+    (bad / "dna.json").write_text("{not json")
+    with pytest.raises(JaxprovError, match="cannot be read: JSONDecodeError"):
+        dna.load(bad)
+    (bad / "dna.json").write_text(json.dumps({**meta, "params_sha256": "0" * 64}))
+    with pytest.raises(JaxprovError, match="do not match their recorded sha256") as err:
+        dna.load(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_detector(toy, toy_detector, tmp_path):
+    _, _, data = toy
+    _, uninterrupted = toy_detector
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_stage_2(line):
+        if "stage 2" in line and "step 32/" in line:
+            raise Stop
+
+    with pytest.raises(Stop):
+        dna.train(data, dna.Architecture(), TINY, out=tmp_path, log=stop_in_stage_2)
+    lines = []
+    resumed = dna.train(data, dna.Architecture(), TINY, out=tmp_path, log=lines.append)
+    assert any("resuming" in line and "stage 2, step 20" in line for line in lines)
+    assert not any("stage 1" in line for line in lines)  # stage 1 is not run again
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(uninterrupted.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_dna_trained_on_the_val_lineages_ranks_held_out_derived_pairs_above_independent_ones(ci_run, tmp_path):
+    """The reuse benchmark's ci zoo: train on the val group, score the test group, whose bases,
+    independents and nulls are other models (split by base: no lineage in common)."""
+    folder, _ = ci_run
+    zoo, entries = bench_dna.zoo_lineage(folder / "zoo")
+    train = [n for n, e in entries.items() if e["group"] == "val"]
+    test = [n for n, e in entries.items() if e["group"] == "test"]
+    roots = bench_dna.lineage_roots(entries)
+    assert {roots[n] for n in train}.isdisjoint({roots[n] for n in test})
+    assert all(not (ancestors(n, entries) & set(train)) for n in test)
+    data = bench_dna.training_set(zoo, entries, train, n_probes=500)
+    config = dna.TrainConfig(stage1_steps=150, stage2_steps=300)
+    detector = dna.train(data, dna.Architecture(), config, log=lambda line: None)
+    detector.save(tmp_path / "det")
+    members = [n for n in test if entries[n]["role"] != "null"]
+    sim = Zoo([zoo[n] for n in members], seeds="mnist:test", key=jax.random.PRNGKey(0),
+              method_config={"dna": {"detector": str(tmp_path / "det"), "n_seeds": 200}}).similarity("dna")
+    pos, neg = [], []
+    for i, r in enumerate(members):
+        if entries[r]["role"] not in REFERENCE_ROLES:
+            continue
+        for j, s in enumerate(members):
+            if s != r:
+                (pos if r in ancestors(s, entries) else neg).append(sim.values[i, j])
+    auc = metrics.roc_auc(pos, neg)
+    print(f"held-out AUC {auc:.3f} ({len(pos)} derived, {len(neg)} independent pairs)")
+    assert auc > 0.8
+    assert detector.probability(np.median(pos)) > detector.probability(np.median(neg))
+
+
+def test_cli_trains_on_a_zoo_folder_shows_the_detector_and_compares_with_it(toy, tmp_path, capsys):
+    from jaxprov import cli, store
+
+    zoo, entries, _ = toy
+    for name in ("b0", "b0-c0", "b0-c1", "i0-0", "i0-1", "b1", "b1-c0", "i1-0"):
+        model = zoo[name].replace(meta={**zoo[name].meta, "recipe": {"entry": {"name": name, **entries[name]}}})
+        store.save_model(model, tmp_path / "zoo" / name)
+    out = tmp_path / "det"
+    assert cli.main(["dna", "train", "--zoo", str(tmp_path / "zoo"), "--out", str(out), "--steps", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "stage 2 (classifier): step 20/20" in text and "ETA" in text and "DNA detector written" in text
+    assert cli.main(["dna", "train", "--zoo", str(tmp_path / "zoo"), "--out", str(out), "--steps", "20"]) == 0
+    assert "resuming from" in capsys.readouterr().out  # the finished run's checkpoint: nothing is redone
+    assert cli.main(["dna", "info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "input space: image 28x28x1" in info and "trained on 8 models (mlp)" in info
+    assert cli.main(["compare", str(tmp_path / "zoo" / "b0"), str(tmp_path / "zoo" / "b0-c1"), "--dna", str(out),
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result["methods"]) == ["dna"] and result["methods"]["dna"]["similarity"] > 0.5
+    assert cli.main(["compare", str(tmp_path / "zoo" / "b0"), str(tmp_path / "zoo" / "b1"), "--method", "dna",
+                     "--dna", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no DNA detector folder there" in err
