@@ -11,7 +11,10 @@ the other load) and its own maximum resident set (getrusage, read as it ends). T
 built once under --work. Usage:
 
     PYTHONPATH=. python benchmarks/compare_bench.py [--cases resnet18,minilm] [--work /tmp/jaxprov-cb]
-        [--json out.json]
+        [--json out.json] [--chunk-cap N]
+
+--chunk-cap N is an experiment, not a setting: the engine's planned probe chunks capped at N items
+(docs/benchmarks.md: what it saves on ResNet-18).
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ import time
 from pathlib import Path
 
 CHILD = """
-import resource, sys, jaxprov
+import math, resource, sys, jaxprov
+from jaxprov import engine
+cap = int(sys.argv[3])
+if cap:  # the experiment of --chunk-cap: every planned probe chunk at most `cap` items (then equalised)
+    plan = engine._plan_chunks
+    def capped(config, n_models, n_probes, per_item, budget, n_devices, vmapped):
+        k, c = plan(config, n_models, n_probes, per_item, budget, n_devices, vmapped)
+        return k, math.ceil(n_probes / math.ceil(n_probes / min(c, cap)))
+    engine._plan_chunks = capped
 a, b = jaxprov.load(sys.argv[1]), jaxprov.load(sys.argv[2])
 result = jaxprov.compare(a, b)
 print(result.summary())
@@ -67,9 +78,9 @@ def build_minilm(work: Path) -> tuple[Path, Path]:
     return original, copy
 
 
-def run_case(a: Path, b: Path) -> dict:
+def run_case(a: Path, b: Path, chunk_cap: int = 0) -> dict:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(a), str(b)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(a), str(b), str(chunk_cap)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ".")})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -85,6 +96,8 @@ def main() -> None:
     parser.add_argument("--cases", default="resnet18,minilm")
     parser.add_argument("--work", default="/tmp/jaxprov-compare-bench")
     parser.add_argument("--json")
+    parser.add_argument("--chunk-cap", type=int, default=0,
+                        help="experiment: cap every planned probe chunk at this many items (0: the engine's plan)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -92,7 +105,7 @@ def main() -> None:
     results = {}
     for case in args.cases.split(","):
         a, b = builders[case](work)
-        results[case] = run_case(a, b)
+        results[case] = run_case(a, b, args.chunk_cap)
         print(f"{case}: {results[case]['seconds']} s wall, {results[case]['cpu_seconds']} s CPU, "
               f"peak {results[case]['peak_rss_gb']} GB")
         print("  " + results[case]["summary"].replace("\n", "\n  "))
