@@ -209,3 +209,15 @@ def test_cli_bad_inputs_are_one_line_and_write_nothing(source, tmp_path, capsys)
                                          "--synthesis", "bn"], capsys)
     assert str(tmp_path / "missing") in _cli_error(["protect", "eval", str(tmp_path / "missing")], capsys)
     assert not out.exists()
+
+
+def test_fine_tuning_on_unauthorised_labels_brings_accuracy_back(source, protected, domains):
+    from jaxprov.protect import attacks
+
+    model = protected[0].model
+    test = {"authorised": domains["test_a"], "unauthorised": domains["test_u"]}
+    before = accuracy(model, *domains["test_u"])
+    (row,) = attacks.finetune_unauthorised(model, *domains["train_u"], (0.10,), jax.random.PRNGKey(6),
+                                           attacks.evaluator(test), steps=40)
+    assert row["n"] == 100 and row["steps"] >= 40
+    assert row["unauthorised"] > before + 0.1  # the attack is real: it measures what comes back
