@@ -156,11 +156,13 @@ def load(path) -> tuple[object, str]:
     path = Path(path)
     source = str(path)
     readers.check_regular_file(path)
+    handle = readers.open_regular(path)  # a ZipFile given a file object does not close it: closed below
     try:
-        archive = zipfile.ZipFile(readers.open_regular(path))
+        archive = zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, OSError, ValueError):
+        handle.close()
         raise CheckpointError(f"{source}: not a torch.export archive (not a zip file)") from None
-    with archive:
+    with handle, archive:
         names = archive.namelist()
         prefixes = {n.split("/", 1)[0] + "/" for n in names}
         if len(prefixes) != 1:

@@ -246,6 +246,34 @@ def test_export_archive_converts_and_round_trips(archive, torch, tmp_path):
     assert max_rel_diff(jax.jit(model.apply)(model.params, jnp.asarray(to_nhwc(x))), expected) <= 1e-4
 
 
+def test_a_folder_of_export_archives_scans_and_compares(archive, torch, tmp_path, capsys):
+    """Archives in a scanned folder load without warnings (a ZipFile left the archive's file open:
+    every .pt2 entry was reported as skipped and scan exited 1); a copy is identical, an
+    independently initialised network is not."""
+    from tests.generic_modules import SmallCNN
+
+    net, path = archive
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "a.pt2").write_bytes(path.read_bytes())
+    (folder / "copy.pt2").write_bytes(path.read_bytes())
+    torch.manual_seed(1)
+    other = torch.export.export(SmallCNN().eval(), (torch.randn(2, 3, 16, 16),),
+                                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    torch.export.save(other, folder / "other.pt2")
+    assert cli.main(["scan", str(folder), "--out", str(tmp_path / "scan"), "--method", "weights",
+                     "--seeds", "synthetic"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "scan" / "report.json").read_text())
+    index = {name: i for i, name in enumerate(report["labels"])}
+    row = report["methods"]["weights"]["matrix"][index["a"]]
+    assert row[index["copy"]] == pytest.approx(1.0, abs=1e-6) and row[index["other"]] < 0.9
+    assert cli.main(["compare", str(folder / "a.pt2"), str(folder / "other.pt2"), "--method", "weights",
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["methods"]["weights"]["similarity"] == pytest.approx(
+        row[index["other"]], abs=1e-5)
+
+
 def _rewrite(src, dst, change):
     """A copy of archive `src` with each entry's bytes passed through change(name, bytes)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
