@@ -68,7 +68,7 @@ CHILDREN = ("finetuned", "pruned", "adversarial", "distilled")
 EPOCHS = {"owner": 6, "finetuned": 3, "pruned": 2, "adversarial": 3, "distilled": 8, "independent": 6}
 SIZES = {
     # The 2-core CPU: the small multi-exit CNN on MNIST (docs/results/exits.json).
-    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 30, 60, None),
+    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 60, 60, None),
     # A lent GPU (benchmarks/device_suite.sh): the SDN CIFAR families on MNIST at 32x32x3.
     "device": Size(("sdn_resnet56", "sdn_vgg16_bn", "sdn_mobilenet"),
                    {"owner": 4, "finetuned": 2, "pruned": 1, "adversarial": 2, "distilled": 4, "independent": 4}, 64,

@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eps", type=float, default=0.15, help="L-inf radius in raw pixel units (default 0.15)")
     r.add_argument("--steps", type=int, default=60, help="PGD steps (default 60)")
     r.add_argument("--null", help="a folder of independent multi-exit models: calibrates the verdict")
-    r.add_argument("--repeats", type=int, default=30, help="queries per sample when timing (default 30)")
+    r.add_argument("--repeats", type=int, default=60, help="queries per sample when timing (default 60)")
     r.add_argument("--seed", type=int, default=0, help="PRNG seed of the seed draw (default 0)")
     r.add_argument("--arch", help="architecture key, where it cannot be detected")
     r.set_defaults(func=_cmd_exits_make)
@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, help="a local suspect's exit threshold (default: the fingerprint's)")
     r.add_argument("--null", help="independent multi-exit models to calibrate on (default: the fingerprint's "
                                   "own calibration)")
-    r.add_argument("--repeats", type=int, default=30, help="queries per sample (default 30)")
+    r.add_argument("--repeats", type=int, default=60, help="queries per sample (default 60)")
     r.add_argument("--timeout", type=float, default=10.0, help="--url: seconds per request (default 10)")
     r.add_argument("--retries", type=int, default=3, help="--url: retries of a failed request (default 3)")
     r.add_argument("--json", action="store_true", help="print JSON")

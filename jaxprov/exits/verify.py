@@ -40,7 +40,7 @@ from jaxprov.exits.staged import EarlyExit
 from jaxprov.model import Model
 
 ALPHA = 0.01
-DEFAULT_REPEATS = 30
+DEFAULT_REPEATS = 60
 LOW_QUANTILE = 0.1
 
 
