@@ -127,6 +127,24 @@ def test_hugging_face_custom_code_is_refused(hf_models, tmp_path):
         jaxprov.load(target)
 
 
+def test_scan_every_hugging_face_type(hf_models, tmp_path, capsys):
+    """DistilBERT, RoBERTa, GPT-2 and ViT folders side by side: scan groups them by input (text,
+    image), exits 0 (nothing skipped or warned about), no model is dead (the probes fit every model's
+    positions; `compare` of a type without a family: the RoBERTa test below)."""
+    root = next(iter(hf_models.values()))[1].parent
+    out = tmp_path / "scan"
+    assert cli.main(["scan", str(root), "--out", str(out), "--method", "cka", "--seeds", "synthetic"]) == 0
+    groups = {}
+    for report in out.glob("*/report.json"):
+        data = json.loads(report.read_text())
+        groups[report.parent.name] = sorted(data["labels"])
+        assert not any(m["dead"] for m in data["models"].values()), data["models"]
+        matrix = np.asarray(data["methods"]["cka"]["matrix"], float)
+        assert np.isfinite(matrix).all() and np.allclose(np.diag(matrix), 1.0, atol=1e-5)
+    assert groups == {"text": ["distilbert", "gpt2", "roberta"], "image-32x32x3": ["vit"]}, groups
+    assert "skipped" not in capsys.readouterr().err
+
+
 def _roberta_lineage(transformers, torch, folder):
     """save_pretrained folders of a random RoBERTa classifier, its copy fine-tuned (10 Adam steps,
     lr 1e-4, on a synthetic task: the loss adds problem_type to its config.json) and an
