@@ -13,6 +13,7 @@ from jaxprov.training import derive
 
 ARCH = "cnn_exits"
 THRESHOLD = 0.9
+REPEATS = 15
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +28,7 @@ def exits_zoo() -> dict:
                            name=f"independent{i}")
         for i, a in enumerate((800, 1200, 1600))]
     config = craft.CraftConfig(per_exit=12, seeds_per_exit=20)
-    fingerprint = make.make(owner, "mnist:test", THRESHOLD, config, jax.random.PRNGKey(0), null=independents[:2])
+    # 15 repeats (the library's default is 60): enough for these verdicts, and cheaper.
+    fingerprint = make.make(owner, "mnist:test", THRESHOLD, config, jax.random.PRNGKey(0), null=independents[:2],
+                            repeats=REPEATS)
     return {"owner": owner, "child": child, "independent": independents, "fingerprint": fingerprint}
