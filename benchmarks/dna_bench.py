@@ -87,6 +87,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
     ap.add_argument("--ship", help="copy the main detector here (jaxprov/data/dna/mnist)")
+    ap.add_argument("--verdict-out", help="write the new default verdict here (jaxprov/data/verdict.json)")
+    ap.add_argument("--detector", help="score this detector as the main row 'dna' instead of training one "
+                                       "(the shipped one: jaxprov/data/dna/mnist)")
     args = ap.parse_args()
     t_start = time.perf_counter()
     preset = PRESETS["cpu"]
@@ -113,9 +116,14 @@ def main() -> None:
         folder = train_root / f"detector-{name}"
         t0 = time.perf_counter()
         subset = _subset(data, train_entries, n_bases)
-        det = dna.train(subset, arch, config, out=folder, log=print, name=name,
-                        recipe_digest=bench_dna.recipe_digest(train_recipe))
-        det.save(folder)
+        if name == "dna" and args.detector:
+            folder = args.detector  # a shipped name ("mnist") or a folder, as the verdict will record it
+            det = dna.load(folder)
+            arch, config = det.arch, dna.TrainConfig(**det.meta["train_config"])
+        else:
+            det = dna.train(subset, arch, config, out=folder, log=print, name=name,
+                            recipe_digest=bench_dna.recipe_digest(train_recipe))
+            det.save(folder)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
         scoring = dataclasses.replace(preset, methods=("dna",),
@@ -126,6 +134,8 @@ def main() -> None:
         for p in pairs:
             s = by_key[(p.group, p.reference, p.suspect)]
             p.scores[method], p.null[method] = s.scores["dna"], s.null["dna"]
+        if method == "dna":
+            main_detector, main_config = det, {"detector": str(folder), "n_seeds": N_SEEDS}
         records[method] = {"architecture": dataclasses.asdict(arch), "train_config": dataclasses.asdict(config),
                            "training_bases": n_bases or "all", "n_training_models": len(subset.names),
                            "seconds": {"train": round(t_train, 1), "score": round(time.perf_counter() - t0, 1)}}
@@ -137,7 +147,8 @@ def main() -> None:
             shutil.copytree(folder / "params", ship / "params")
             shutil.copy(folder / "dna.json", ship / "dna.json")
     dna_methods = list(records)
-    floors = add_evidence(pairs, old_methods + dna_methods)
+    calibrated = {"dna": main_detector.probability} if "dna" in records else {}
+    floors = add_evidence(pairs, old_methods + dna_methods, calibrated)
     test = [p for p in pairs if p.group == "test"]
     results = {m: evaluate(test, m, preset.n_boot) for m in old_methods + dna_methods}
     results["default (old)"] = evaluate(test, "default", preset.n_boot)
@@ -145,7 +156,13 @@ def main() -> None:
     results_val = {m: evaluate(val, m, 200) for m in dna_methods + ["weights", "mistakes", "cka"]}
     verdicts = {}
     for method in [m for m in ("dna",) if m in records]:
-        new = fit_default(pairs, dataclasses.replace(preset, methods=(*old_methods, method)), floors)
+        fitting = dataclasses.replace(preset, methods=(*old_methods, method),
+                                      method_config={**preset.method_config, method: main_config})
+        new = fit_default(pairs, fitting, floors, calibrated=(method,),
+                          provenance={"fitted_on": "benchmarks/dna_bench.py on jaxprov bench reuse --preset cpu: "
+                                                   "val group (DNA trained on the separate train group)"})
+        if args.verdict_out:
+            new.save(args.verdict_out)
         x = np.asarray([[p.evidence[m] for m in new.methods] for p in test])
         for p, prob in zip(test, new.probabilities(x)):
             p.default = float(prob)

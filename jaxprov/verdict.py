@@ -18,6 +18,13 @@ evidence (on the cpu benchmark, floors lifted the held-out AUC from 0.90 to 0.91
 extraction rows most). A method that cannot compare a pair (NaN) gives evidence 0: exactly as informative as a
 typical independent model.
 
+A method that is itself trained to give P(derived) (`dna`: a detector fitted on lineages of its
+own, `Method.probability`) is *calibrated*: its evidence is the logit of its own probability,
+clipped to +-LOGIT_CLIP, not a z against the null. On the cpu benchmark DNA's null-based evidence
+ranked held-out pairs worse than its raw similarity (AUC 0.86 against 0.91, as the verdict's only
+feature), and the val fit gave it weight 0; as the logit of its P(derived) it gets the largest
+weight and lifts the held-out verdict (docs/results.md, "Model DNA").
+
 The combination is a logistic model, P(derived) = sigmoid(w . evidence + b), fitted by
 L2-regularised, class-balanced maximum likelihood on the validation split of the reuse benchmark
 (`jaxprov bench reuse`) and scored on a held-out split built from other base models. The fitted
@@ -33,7 +40,7 @@ import math
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +53,7 @@ MIN_NULL = 2  # a spread needs two null scores
 DEFAULT_FILE = "verdict.json"
 FALLBACK_SEEDS = "mnist"  # a verdict file that does not record its seeds
 L2 = 1e-2
+LOGIT_CLIP = 10.0  # a calibrated method's evidence: its P(derived)'s logit, at most this far from 0
 
 
 def evidence(score: float, null: Sequence[float], floor: float = SPREAD_FLOOR) -> float:
@@ -57,6 +65,16 @@ def evidence(score: float, null: Sequence[float], floor: float = SPREAD_FLOOR) -
         return 0.0
     centre = float(np.median(null))
     return float(_log_z(score, centre, float(np.median(np.abs(null - centre))), floor))
+
+
+def calibrated_evidence(probability: Callable, score):
+    """The logit of a calibrated method's own P(derived) for a pair's similarity (clipped to
+    +-LOGIT_CLIP); 0 where the method could not compare the pair (NaN). `score` may be an array
+    (`probability` then maps the array at once)."""
+    score = np.asarray(score, np.float64)
+    p = np.clip(np.asarray(probability(np.nan_to_num(score)), np.float64), 1e-12, 1 - 1e-12)
+    e = np.where(np.isnan(score), 0.0, np.clip(np.log(p / (1.0 - p)), -LOGIT_CLIP, LOGIT_CLIP))
+    return float(e) if e.ndim == 0 else e
 
 
 def null_spread(null: Sequence[float]) -> float:
@@ -150,6 +168,7 @@ class Verdict:
     threshold: float = 0.5
     provenance: Mapping = dataclasses.field(default_factory=dict)
     floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    calibrated: tuple[str, ...] = ()  # methods whose evidence is their own P(derived)'s logit
 
     @property
     def active_methods(self) -> tuple[str, ...]:
@@ -165,8 +184,16 @@ class Verdict:
         return float(self.floors.get(method, SPREAD_FLOOR))
 
     def evidence(self, method: str, score: float, null: Sequence[float]) -> float:
-        """`evidence` with this verdict's floor for `method`."""
+        """`evidence` with this verdict's floor for `method` (`calibrated_evidence` for a
+        calibrated method)."""
+        if method in self.calibrated:
+            return calibrated_evidence(self._probability(method), score)
         return evidence(score, null, self.floor(method))
+
+    def _probability(self, method: str) -> Callable:
+        from jaxprov import methods as methods_lib
+
+        return methods_lib.get(method, **dict(self.method_config.get(method, {}))).probability
 
     def probability(self, evidence_by_method: Mapping[str, float]) -> float:
         """P(derived) from each method's evidence (a missing method counts as 0 evidence)."""
@@ -189,7 +216,12 @@ class Verdict:
         comparable = np.zeros((n, n), bool)
         for m, w in zip(self.methods, self.weights):
             if m in similarity and w != 0:
-                logit += w * evidence_matrix(similarity[m], archs, self.floor(m), is_null)
+                if m in self.calibrated:
+                    e = calibrated_evidence(self._probability(m), similarity[m])
+                    np.fill_diagonal(e, 0.0)
+                else:
+                    e = evidence_matrix(similarity[m], archs, self.floor(m), is_null)
+                logit += w * e
                 comparable |= np.isfinite(np.asarray(similarity[m], np.float64))
         p = _sigmoid(logit)
         p[~comparable] = np.nan  # no method could compare the pair: no evidence, no verdict
@@ -200,7 +232,7 @@ class Verdict:
         return {"methods": list(self.methods), "method_config": {k: dict(v) for k, v in self.method_config.items()},
                 "weights": [float(w) for w in self.weights], "bias": float(self.bias),
                 "threshold": float(self.threshold), "provenance": dict(self.provenance),
-                "floors": {m: float(v) for m, v in self.floors.items()},
+                "floors": {m: float(v) for m, v in self.floors.items()}, "calibrated": list(self.calibrated),
                 "evidence": {"spread_floor": SPREAD_FLOOR, "min_null": MIN_NULL}}
 
     @classmethod
@@ -213,8 +245,11 @@ class Verdict:
             floors = {str(k): float(v) for k, v in dict(data.get("floors", {})).items()}
             # Settings under renamed fields (gradient_field's n_anchors) load under their new names.
             config = {str(k): canonical_config(str(k), v) for k, v in dict(data.get("method_config", {})).items()}
+            calibrated = tuple(str(m) for m in data.get("calibrated", ()))
+            if set(calibrated) - set(methods):
+                raise ValueError(f"calibrated methods {sorted(set(calibrated) - set(methods))} are not among its methods")
             return cls(methods, config, weights, float(data["bias"]),
-                       float(data.get("threshold", 0.5)), dict(data.get("provenance", {})), floors)
+                       float(data.get("threshold", 0.5)), dict(data.get("provenance", {})), floors, calibrated)
         except (KeyError, TypeError, ValueError) as err:
             raise JaxprovError(f"{source}: not a jaxprov verdict file ({err}); "
                                "write one with `jaxprov bench reuse`") from None
@@ -249,7 +284,8 @@ def load_default() -> Verdict | None:
 
 
 def fit(features: np.ndarray, labels: np.ndarray, methods: Sequence[str], method_config: Mapping | None = None,
-        l2: float = L2, provenance: Mapping | None = None, floors: Mapping[str, float] | None = None) -> Verdict:
+        l2: float = L2, provenance: Mapping | None = None, floors: Mapping[str, float] | None = None,
+        calibrated: Sequence[str] = ()) -> Verdict:
     """Class-balanced, L2-regularised logistic regression with non-negative weights.
 
     Evidence is monotone by construction (more similar than the null = more likely derived), so a
@@ -265,6 +301,7 @@ def fit(features: np.ndarray, labels: np.ndarray, methods: Sequence[str], method
       method_config: the method settings the features were computed with (recorded).
       l2: penalty on the weights (not the bias); keeps them finite when the classes separate.
       floors: the spread floors the evidence features were computed with (recorded; see `evidence`).
+      calibrated: the methods whose features are `calibrated_evidence` (recorded).
     """
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.float64)
@@ -284,7 +321,7 @@ def fit(features: np.ndarray, labels: np.ndarray, methods: Sequence[str], method
     weights = np.zeros(x.shape[1])
     weights[active] = theta[:-1]
     return Verdict(tuple(methods), dict(method_config or {}), tuple(float(w) for w in weights),
-                   float(theta[-1]), 0.5, dict(provenance or {}), dict(floors or {}))
+                   float(theta[-1]), 0.5, dict(provenance or {}), dict(floors or {}), tuple(calibrated))
 
 
 def _irls(x: np.ndarray, y: np.ndarray, sample_w: np.ndarray, l2: float) -> np.ndarray:

@@ -172,3 +172,21 @@ def test_cli_trains_on_a_zoo_folder_shows_the_detector_and_compares_with_it(toy,
                      "--dna", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no DNA detector folder there" in err
+
+
+def test_dna_enters_a_verdict_as_the_logit_of_its_own_p_derived(toy_detector):
+    import math
+
+    from jaxprov.verdict import Verdict
+
+    out, detector = toy_detector
+    verdict = Verdict.from_json(Verdict(("dna", "weights"), {"dna": {"detector": str(out)}}, (1.0, 0.0), 0.0,
+                                        calibrated=("dna",)).to_json())
+    assert verdict.calibrated == ("dna",)
+    p = float(detector.probability(0.7))
+    assert verdict.evidence("dna", 0.7, []) == pytest.approx(math.log(p / (1 - p)), rel=1e-5)
+    assert verdict.evidence("dna", math.nan, [0.1, 0.2]) == 0.0
+    matrix = verdict.matrix({"dna": np.asarray([[1.0, 0.7], [0.7, 1.0]])}, ["mlp", "mlp"])
+    assert matrix[0, 1] == pytest.approx(p, rel=1e-5) and matrix[0, 0] == 1.0
+    with pytest.raises(JaxprovError, match="calibrated methods"):
+        Verdict.from_json({**verdict.to_json(), "calibrated": ["sac"]})

@@ -68,15 +68,17 @@ def evaluate(pairs: Sequence[Pair], method: str, n_boot: int, seed: int = 0) -> 
     return out
 
 
-def fit_default(pairs: Sequence[Pair], preset: Preset, floors: Mapping[str, float] | None = None
-                ) -> verdict_lib.Verdict:
+def fit_default(pairs: Sequence[Pair], preset: Preset, floors: Mapping[str, float] | None = None,
+                calibrated: Sequence[str] = (), provenance: Mapping | None = None) -> verdict_lib.Verdict:
     """The logistic combination, fitted on the val group's pairs only (their evidence was computed
-    with `floors`, which the verdict records)."""
+    with `floors` and, for the `calibrated` methods, from their own P(derived); the verdict records
+    both, and `provenance` entries beside its own)."""
     val = [p for p in pairs if p.group == "val"]
     x = np.asarray([[p.evidence[m] for m in preset.methods] for p in val])
     y = np.asarray([p.label for p in val])
-    provenance = {"fitted_on": f"jaxprov bench reuse --preset {preset.name}: val group",
+    record = {"fitted_on": f"jaxprov bench reuse --preset {preset.name}: val group",
                   "n_val_pairs": len(val), "n_val_positive": int(y.sum()),
                   "references_val": sorted({p.reference for p in val}), "seeds": preset.seeds,
-                  "jaxprov": __version__}
-    return verdict_lib.fit(x, y, preset.methods, preset.method_config, provenance=provenance, floors=floors)
+                  "jaxprov": __version__, **dict(provenance or {})}
+    return verdict_lib.fit(x, y, preset.methods, preset.method_config, provenance=record, floors=floors,
+                           calibrated=calibrated)
