@@ -72,7 +72,7 @@ SIZES = {
     # A lent GPU (benchmarks/device_suite.sh): the SDN CIFAR families on MNIST at 32x32x3.
     "device": Size(("sdn_resnet56", "sdn_vgg16_bn", "sdn_mobilenet"),
                    {"owner": 4, "finetuned": 2, "pruned": 1, "adversarial": 2, "distilled": 4, "independent": 4}, 64,
-                   CHILDREN, 4, 20, 30, 15, 30, ("owner", "finetuned", "independent2")),
+                   CHILDREN, 4, 20, 30, 60, 60, ("owner", "independent2")),
     # The same code at a tiny size, for tests/test_device_suite.py on a CPU.
     "smoke": Size(("cnn_exits",), {"owner": 2, "finetuned": 1, "independent": 1}, 64, ("finetuned",), 3, 5, 10, 4, 6,
                   ("owner",), slowdowns=False, independent_data="mnist:query", craft_steps=30),
