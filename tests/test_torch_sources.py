@@ -225,6 +225,40 @@ def test_timm_by_name(timm, torch, tmp_path, name, capsys):
     assert cli.main(args) == 0 and "already converted" in capsys.readouterr().out
 
 
+def test_timm_models_scan_and_compare_from_the_cli(timm, torch, tmp_path, capsys):
+    """Converted timm models are stored models like any other: a fine-tuned copy (every weight
+    nudged) scores above an independently initialised network in scan and in compare."""
+    torch.manual_seed(0)
+    parent = timm.create_model("test_resnet", num_classes=5).eval()
+    child = timm.create_model("test_resnet", num_classes=5).eval()
+    child.load_state_dict(parent.state_dict())
+    with torch.no_grad():
+        for tensor in child.parameters():
+            tensor.add_(0.01 * tensor.std().nan_to_num() * torch.randn_like(tensor))
+    torch.manual_seed(1)
+    independent = timm.create_model("test_resnet", num_classes=5).eval()
+    folder = tmp_path / "models"
+    for name, net in [("parent", parent), ("child", child), ("independent", independent)]:
+        torch.save(net.state_dict(), tmp_path / f"{name}.pth")
+        assert cli.main(["convert", str(tmp_path / f"{name}.pth"), "--arch", "timm:test_resnet",
+                         "--input-shape", "32,32,3", "--out", str(folder / name)]) == 0
+    capsys.readouterr()
+    assert cli.main(["scan", str(folder), "--out", str(tmp_path / "scan"), "--method", "weights",
+                     "--seeds", "synthetic"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "scan" / "report.json").read_text())
+    index = {name: i for i, name in enumerate(report["labels"])}
+    row = report["methods"]["weights"]["matrix"][index["parent"]]
+    assert row[index["child"]] > 0.99 > row[index["independent"]], row
+    similarity = {}
+    for suspect in ("child", "independent"):
+        assert cli.main(["compare", str(folder / "parent"), str(folder / suspect), "--method", "weights",
+                         "--json"]) == 0
+        similarity[suspect] = json.loads(capsys.readouterr().out)["methods"]["weights"]["similarity"]
+    assert similarity["child"] == pytest.approx(row[index["child"]], abs=1e-5)
+    assert similarity["independent"] == pytest.approx(row[index["independent"]], abs=1e-5)
+
+
 def test_timm_errors_are_one_line(timm, torch, tmp_path, capsys):
     torch.manual_seed(0)
     torch.save(timm.create_model("test_vit").state_dict(), tmp_path / "vit.pth")
