@@ -150,11 +150,13 @@ def test_scan_leaves_reference_dependent_methods_out_of_matrices_beyond_the_limi
 def test_scan_writes_no_default_probability_without_evidence(mnist_zoo, tmp_path):
     from jaxprov.scan import scan_models
 
-    # Synthetic seeds carry no labels (mistakes cannot run) and weights cannot compare a LeNet with
-    # an MLP: those cells of the default matrix are NaN, not a probability from the bias alone.
+    # Synthetic seeds carry no labels (mistakes cannot run), DNA has no detector here, and weights
+    # cannot compare a LeNet with an MLP: those cells of the default matrix are NaN, not a
+    # probability from the bias alone.
     lenet = mnist_zoo["base"]
     mlp = next(m for m in mnist_zoo["independent"] if m.arch != lenet.arch)
-    result = scan_models([lenet, mnist_zoo["finetuned"], mlp], tmp_path / "out", seeds="synthetic", progress=False)
+    result = scan_models([lenet, mnist_zoo["finetuned"], mlp], tmp_path / "out", seeds="synthetic", progress=False,
+                         method_config={"dna": {"detector": str(tmp_path / "no-detector")}})
     (group,) = result.groups.values()
     assert list(group["similarity"]) == ["weights", "default"]
     p = group["similarity"]["default"]
@@ -162,6 +164,7 @@ def test_scan_writes_no_default_probability_without_evidence(mnist_zoo, tmp_path
     assert not np.isnan(p[lenet.name, "finetuned"])
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "labelled seeds" in saved["metadata"]["methods_not_run"]["mistakes"]
+    assert "no DNA detector folder there" in saved["metadata"]["methods_not_run"]["dna"]
 
 
 def test_compare_cli_exits_non_zero_without_evidence_and_names_both_answers(tmp_path, capsys, mnist_zoo):
