@@ -53,8 +53,14 @@ def main() -> int:
     ap.add_argument("--independents", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--quick", action="store_true", help="fewer steps and no attacks (a smoke run)")
+    ap.add_argument("--no-extras", action="store_true", help="skip the channel mask and provenance on the first pair")
+    ap.add_argument("--from-log", nargs="+", help="rebuild --out from the stdout logs of runs cut short by a deadline "
+                                                  "(the figures they printed, to 3 decimals)")
     ap.add_argument("--markdown", action="store_true", help="print --out's results as docs/results.md tables")
     args = ap.parse_args()
+    if args.from_log:
+        atomic.atomic_write(Path(args.out), (json.dumps(from_logs(args.from_log), indent=2) + "\n").encode())
+        return 0
     if args.markdown:
         print(markdown(json.loads(Path(args.out).read_text())))
         return 0
@@ -113,7 +119,7 @@ def main() -> int:
             row["attacks"].append(attacks.prune(protected.model, 0.3, xa[:400], ya[:400], jax.random.PRNGKey(11), ev))
         print(f"{a}->{u} baselines {json.dumps(row['baselines'])}", flush=True)
         print(f"{a}->{u} attacks {json.dumps(row['attacks'])}", flush=True)
-        if n_pair == 0:
+        if n_pair == 0 and not args.no_extras:
             channel = protect.protect(source, "source-available", key,
                                       protect.MapConfig(steps=steps, batch=128, granularity="channel"),
                                       authorised=xa, unauthorised=xu)
@@ -144,6 +150,39 @@ def provenance(source, protected, x, y, n: int) -> dict:
 def _verdict(a, b, null) -> dict:
     result = jaxprov.compare(a, b, null=null)
     return {"verdict": result.answer.verdict, "p_derived": result.answer.probability, "reason": result.answer.reason}
+
+
+def from_logs(paths: list[str]) -> dict:
+    """The document of runs whose logs are `paths` (what each printed before it was stopped)."""
+    pairs = {}
+    doc = {"benchmark": "map", "rebuilt_from_logs": list(paths),
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0])},
+           "versions": {"jaxprov": jaxprov.__version__, "jax": jax.__version__}, "arch": ARCH,
+           "source_epochs": SOURCE_EPOCHS, "config": protect.MapConfig(steps=300, batch=128).to_json(),
+           "synth_config": protect.SynthConfig(n=512, steps=100).to_json(), "pairs": []}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            head, _, rest = line.partition(" ")
+            if head == "provenance":
+                doc["provenance"] = json.loads(rest)
+                continue
+            if "->" not in head:
+                continue
+            a, u = head.split("->")
+            row = pairs.setdefault((a, u), {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {},
+                                            "attacks": []})
+            what, _, values = rest.partition(" ")
+            if what in ("baselines", "attacks"):
+                row[what] = json.loads(values)
+                continue
+            fields = dict(item.rsplit(" ", 1) for item in values.split(", "))
+            result = {k: float(v) for k, v in fields.items()}
+            if what == "channel:":
+                row["channel_granularity"] = result
+            else:
+                row["settings"][what.rstrip(":")] = result
+    doc["pairs"] = list(pairs.values())
+    return doc
 
 
 def markdown(doc: dict) -> str:
