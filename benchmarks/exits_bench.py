@@ -62,13 +62,15 @@ class Size:
     slowdowns: bool = True  # also the owner under other thresholds and on a simulated slower machine
     independent_data: str = "mnist:base"
     craft_steps: int = craft.CraftConfig.steps
+    owner_copies: int = 0  # the owner's own pruned copies (on its own data) crafting ranks robustness on
+    decoys: int = 0  # independents crafting selects against (never calibrated on, never scored)
 
 
 CHILDREN = ("finetuned", "pruned", "adversarial", "distilled")
 EPOCHS = {"owner": 6, "finetuned": 3, "pruned": 2, "adversarial": 3, "distilled": 8, "independent": 6}
 SIZES = {
     # The 2-core CPU: the small multi-exit CNN on MNIST (docs/results/exits.json).
-    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 60, 60, None),
+    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 60, 60, None, owner_copies=2, decoys=3),
     # A lent GPU (benchmarks/device_suite.sh): the SDN CIFAR families on MNIST at 32x32x3.
     "device": Size(("sdn_resnet56", "sdn_vgg16_bn", "sdn_mobilenet"),
                    {"owner": 4, "finetuned": 2, "pruned": 1, "adversarial": 2, "distilled": 4, "independent": 4}, 64,
@@ -103,6 +105,12 @@ def recipe_for(arch: str, size: Size) -> dict:
             *(children[c] for c in size.children),
             *({"name": f"independent{i}", "op": "train_exits", "arch": arch, "data": size.independent_data,
                "seed": 11 + i, "epochs": e["independent"], "lr": 2e-3, **common} for i in range(size.independents)),
+            # The owner's side of crafting: its own copies (pruned as a thief might, on the owner's own data,
+            # not the children's mnist:finetune) and decoys (independents like the null, other seeds).
+            *({"name": f"owner-copy{i}", "op": "prune", "parent": "owner", "fraction": 0.5, "data": "mnist:base",
+               "seed": 201 + i, "finetune_epochs": 2, "lr": 1e-3, **common} for i in range(size.owner_copies)),
+            *({"name": f"decoy{i}", "op": "train_exits", "arch": arch, "data": size.independent_data,
+               "seed": 31 + i, "epochs": e["independent"], "lr": 2e-3, **common} for i in range(size.decoys)),
         ],
     }
 
@@ -157,11 +165,14 @@ def run_arch(arch: str, size: Size, root: Path, args, log) -> dict:
 
     t = time.time()
     config = craft.CraftConfig(per_exit=size.per_exit, seeds_per_exit=size.seeds_per_exit, steps=size.craft_steps)
+    copies = [zoo[f"owner-copy{i}"] for i in range(size.owner_copies)]
+    decoys = [zoo[f"decoy{i}"] for i in range(size.decoys)]
     fp = make.make(zoo["owner"], "mnist:test", THRESHOLD, config, jax.random.PRNGKey(0), [zoo[n] for n in null],
-                   repeats)
+                   repeats, copies=copies, decoys=decoys)
     craft_s = time.time() - t
     fp.save(root / "owner.fingerprint.npz")
-    log(f"{arch} fingerprint: {fp.n} samples, kept {fp.meta['recipe']['kept']}, calibration {fp.meta['calibration']}")
+    log(f"{arch} fingerprint: {fp.n} samples, kept {fp.meta['recipe']['kept']}, robust {fp.meta['recipe']['robust']}, "
+        f"decoy hits {fp.meta['recipe']['decoy_hits']}, calibration {fp.meta['calibration']}")
 
     rows, truth = [], {}
 
@@ -208,6 +219,8 @@ def run_arch(arch: str, size: Size, root: Path, args, log) -> dict:
         "arch": arch, "threshold": THRESHOLD, "recipe": recipe, "alpha": verify.ALPHA,
         "repeats": {"in_process": repeats, "http": http_repeats},
         "fingerprint": {"n": fp.n, "kept_per_exit": fp.meta["recipe"]["kept"], "craft": fp.meta["recipe"]["craft"],
+                        "robust_per_exit": fp.meta["recipe"]["robust"], "decoy_hits_per_exit": fp.meta["recipe"]["decoy_hits"],
+                        "copies": [c.name for c in copies], "decoys": [d.name for d in decoys],
                         "digest": fp.digest, "owner_profile": fp.meta["profile"],
                         "calibration": fp.meta["calibration"]},
         "accuracy_per_exit": accuracy,

@@ -271,10 +271,10 @@ def _cmd_exits_make(args) -> int:
     model = api.load(args.model, args.arch, progress=True)
     config = craft.CraftConfig(eps=args.eps, steps=args.steps, per_exit=args.per_exit,
                                seeds_per_exit=3 * args.per_exit)
-    null = _load_null(args.null)
+    null, copies, decoys = _load_null(args.null), _load_null(args.copies), _load_null(args.decoys)
     update = _progress_bar("fingerprint")
     fingerprint = make.make(model, args.seeds, args.threshold, config, jax.random.PRNGKey(args.seed), null,
-                            args.repeats, progress=update)
+                            args.repeats, progress=update, copies=copies, decoys=decoys)
     fingerprint.save(args.out)
     calibration = fingerprint.meta["calibration"]
     print(f"fingerprint: {args.out}  ({fingerprint.n} samples, kept per stop exit "
@@ -516,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eps", type=float, default=0.15, help="L-inf radius in raw pixel units (default 0.15)")
     r.add_argument("--steps", type=int, default=60, help="PGD steps (default 60)")
     r.add_argument("--null", help="a folder of independent multi-exit models: calibrates the verdict")
+    r.add_argument("--copies", help="a folder of the owner's own derived copies of MODEL (e.g. pruned and fine-tuned "
+                                    "on its data): kept samples must stop right on them")
+    r.add_argument("--decoys", help="a folder of independent multi-exit models, not those of --null: kept samples "
+                                    "are those on which the fewest decoys stop at the target exit")
     r.add_argument("--repeats", type=int, default=60, help="queries per sample when timing (default 60)")
     r.add_argument("--seed", type=int, default=0, help="PRNG seed of the seed draw (default 0)")
     r.add_argument("--arch", help="architecture key, where it cannot be detected")

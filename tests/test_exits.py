@@ -147,6 +147,26 @@ def test_stop_margin_is_the_distance_to_another_stop_over_every_copy():
     assert craft.robust_stop(owner, q, 0.04).tolist() == [1] and craft.robust_stop(owner, q, 0.06).tolist() == [-1]
 
 
+def test_selection_keeps_robust_stops_then_those_decoys_miss_then_the_largest_margin():
+    # Six candidates aimed at exit 0 (one stops elsewhere on the owner), two at exit 1; keep 3 per exit.
+    targets = np.asarray([0, 0, 0, 0, 0, 0, 1, 1])
+    stops = np.asarray([0, 0, 0, 0, 0, 2, 1, 1])
+    score = np.asarray([0.30, 0.20, 0.10, -0.05, 0.25, 0.9, 0.1, 0.2])
+    hits = np.asarray([2, 0, 0, 0, 1, 0, 3, 0])
+    keep = craft.select(targets, stops, score, hits, 2, 3)
+    # Exit 0: robust (score > 0) before the fragile 3; among robust, decoy-free 1 and 2 before 4 (1 hit)
+    # before 0 (2 hits), whatever their margins; candidate 5 stops at 2 on the owner: never kept.
+    assert keep[0].tolist() == [1, 2, 4] and keep[1].tolist() == [6, 7]
+    # Without decoys the order is the margin's alone.
+    assert craft.select(targets, stops, score, np.zeros(8, int), 2, 3)[0].tolist() == [0, 1, 4]
+
+
+def test_a_decoy_cannot_also_calibrate_the_verdict(untrained):
+    from jaxprov.exits import make
+    with pytest.raises(JaxprovError, match="both a decoy and in the null"):
+        make.make(untrained, null=[untrained], decoys=[untrained.replace(name="again")])
+
+
 def test_binomial_tail_and_needed_rate():
     n, p = 20, 0.3
     exact = sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(9, n + 1))

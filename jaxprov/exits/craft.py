@@ -19,19 +19,30 @@ Targets cycle through the exits (seed i aims at i mod K), so the expected stops 
 
 Which crafted samples are kept: a sample must stop at its target under the thresholds q - margin, q
 and q + margin on the owner (`robust_stop`): a stop that holds only at exactly q would flip on a
-server with another threshold. Of those, the `per_exit` per target exit that are furthest from
-changing their stop are kept, not the first ones: the robustness score (`stop_margin`) is the
-smallest confidence margin (the target exit's confidence above q, every earlier exit's below it;
-negative where the stop changed) over the owner and `noise_copies` copies of it whose every
-parameter is multiplied by 1 + `weight_noise` * N(0, 1) (a fixed key): a stand-in for the weight
-drift of fine-tuning and pruning, so that a kept stop does not hinge on the owner's exact weights.
+server with another threshold. Of those, `per_exit` per target exit are kept (`select`), not the
+first ones, in this order:
+1. robust first: those whose stop holds on every robustness copy (`stop_margin` > 0, below), then the rest;
+2. then those on which the fewest decoys stop at the target: a decoy is an independent multi-exit
+   model given by the owner (never one the verdict is calibrated on); a sample that an unrelated
+   model also stops at its target exit (an easy digit every model answers at exit 0, an input every
+   model is unsure of, so it runs to the last exit) matches independents as well as copies, and
+   raises the null; a sample where the decoys stop elsewhere tells copies from independents;
+3. then the furthest from changing its stop: the robustness score (`stop_margin`) is the smallest
+   confidence margin (the target exit's confidence above q, every earlier exit's below it;
+   negative where the stop changed) over the owner, `noise_copies` copies of it whose every
+   parameter is multiplied by 1 + `weight_noise` * N(0, 1) (a fixed key), and the owner's own
+   derived `copies` (e.g. the owner pruned and fine-tuned on its own data): stand-ins for the
+   weight drift of fine-tuning and pruning, so that a kept stop does not hinge on the owner's exact
+   weights. Measured (docs/results.md): pruning lowers the confidence of the later exits, so a
+   sample aimed at exit 2 runs on to exit 3; copies the owner pruned itself find the samples whose
+   target confidence survives that.
 More seeds per exit give the ranking more to choose from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +136,30 @@ def stop_margin(exit_logits, stops: np.ndarray, threshold: float) -> np.ndarray:
     return np.minimum(below, above).min(axis=0)
 
 
+def select(targets: np.ndarray, stops: np.ndarray, score: np.ndarray, decoy_hits: np.ndarray, k: int,
+           per_exit: int) -> list[np.ndarray]:
+    """Which candidates to keep, per target exit (see the module docstring): of those whose owner stop
+    `stops` is their target, `per_exit` at most, those with `score` > 0 (robust on every copy) first,
+    then the fewest `decoy_hits` (decoys stopping at the target), then the largest score. -> [k] sorted
+    index arrays."""
+    keep = []
+    for t in range(k):
+        ok = np.flatnonzero((targets == t) & (stops == t))
+        order = np.lexsort((-score[ok], decoy_hits[ok], score[ok] <= 0))
+        keep.append(np.sort(ok[order][:per_exit]))
+    return keep
+
+
+def _exit_logits(models_or_params, features, x: np.ndarray) -> np.ndarray:
+    """Exit logits of each model (or parameter tree run through `features`) on x -> [copies, n, K, classes]."""
+    out = []
+    for m in models_or_params:
+        fn, params = (jax.jit(m.features), m.params) if isinstance(m, Model) else (features, m)
+        out.append(np.concatenate([np.asarray(fn(params, jnp.asarray(x[i:i + CHUNK]))[EXITS])
+                                   for i in range(0, len(x), CHUNK)]))
+    return np.stack(out)
+
+
 def noisy_copies(model: Model, scale: float, copies: int, key: jax.Array) -> list:
     """`copies` parameter trees of `model`, each float leaf multiplied by 1 + scale * N(0, 1)."""
     leaves, tree = jax.tree_util.tree_flatten(model.params)
@@ -138,25 +173,39 @@ def noisy_copies(model: Model, scale: float, copies: int, key: jax.Array) -> lis
 
 
 def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: CraftConfig = CraftConfig(),
-          progress: Callable[[int, int], None] | None = None) -> dict:
+          progress: Callable[[int, int], None] | None = None, copies: Sequence[Model] = (),
+          decoys: Sequence[Model] = ()) -> dict:
     """Fingerprint samples for `model` from `seeds` (inputs in its input space, at least
     K * config.seeds_per_exit of them, in the order they are to be tried).
+
+    Args:
+      copies: the owner's own derived copies of `model` (e.g. pruned and fine-tuned on its data), added
+        to the noisy copies the robustness score is taken over.
+      decoys: independent multi-exit models with `model`'s exits and inputs; kept samples are those on
+        which the fewest decoys stop at the target (see the module docstring). Never calibrate the
+        verdict on a decoy: its match on the kept samples is low by construction.
 
     Returns:
       {"samples" [n, ...] float32, "stops" [n] int32 (the expected stop exit), "labels" [n] int32 (the
       owner's answers), "tried" and "kept" per target exit, "robust": the share of kept samples per exit
-      that stop right on every noisy copy}; samples are grouped by target exit, at
-      most config.per_exit each.
+      that stop right on every copy, "decoy_hits": per exit, the mean number of decoys that stop at the
+      target on the kept samples}; samples are grouped by target exit, at most config.per_exit each.
 
     Raises:
-      JaxprovError: a model without exits, too few seeds, or a target exit that no crafted sample
-        reaches robustly (with what to change).
+      JaxprovError: a model without exits, too few seeds, a decoy or copy without the same exits, or a
+        target exit that no crafted sample reaches robustly (with what to change).
     """
     threshold = check_threshold(threshold)
     k = num_exits(model.module)
     if k < 2:
         raise JaxprovError(f"{model.name} ({model.arch}) has no early exits; timing fingerprints need a "
                            "multi-exit model such as cnn_exits")
+    for role, others in (("copy", copies), ("decoy", decoys)):
+        for other in others:
+            if num_exits(other.module) != k or tuple(other.input_spec.shape) != tuple(model.input_spec.shape):
+                raise JaxprovError(f"{role} {other.name} ({other.arch}, {num_exits(other.module)} exits, input "
+                                   f"{tuple(other.input_spec.shape)}) does not match {model.name} ({model.arch}, {k} "
+                                   f"exits, input {tuple(model.input_spec.shape)}): give multi-exit models like it")
     seeds = jnp.asarray(seeds, jnp.float32)
     need = k * config.seeds_per_exit
     if seeds.shape[0] < need:
@@ -178,25 +227,27 @@ def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: Cra
             progress(stop, need)
     crafted = np.concatenate(crafted)
     params = [model.params, *noisy_copies(model, config.weight_noise, config.noise_copies, NOISE_KEY)]
-    exit_logits = np.stack([np.concatenate([np.asarray(features(p, jnp.asarray(crafted[i:i + CHUNK]))[EXITS])
-                                            for i in range(0, need, CHUNK)]) for p in params])
+    exit_logits = _exit_logits(params, features, crafted)
+    if copies:
+        exit_logits = np.concatenate([exit_logits, _exit_logits(copies, features, crafted)])
     targets = np.asarray(targets)
     stops = robust_stop(exit_logits[0], threshold, config.margin)
     answers = np.asarray(exit_rule(jnp.asarray(exit_logits[0]), threshold)[2])
     score = stop_margin(exit_logits, targets, threshold)
-    keep, kept = [], []
-    for t in range(k):
-        ok = np.flatnonzero((targets == t) & (stops == t))
-        ok = np.sort(ok[np.argsort(-score[ok], kind="stable")][:config.per_exit])  # the most robust
-        keep.append(ok)
-        kept.append(int(ok.size))
+    hits = np.zeros(need, np.int64)
+    if decoys:
+        hits = np.sum([np.asarray(exit_rule(jnp.asarray(z), threshold)[1]) == targets
+                       for z in _exit_logits(decoys, features, crafted)], axis=0)
+    keep = select(targets, stops, score, hits, k, config.per_exit)
+    kept = [int(ok.size) for ok in keep]
     if min(kept) == 0:  # every exit must appear, or the suspect's time levels cannot be matched to exits
         raise JaxprovError(f"no crafted sample stops robustly at exit {kept.index(0)} of {model.name} "
                            f"(kept per exit: {kept}); try a larger eps or more steps")
     index = np.concatenate(keep)
     return {"samples": crafted[index].astype(np.float32), "stops": stops[index].astype(np.int32),
             "labels": answers[index].astype(np.int32), "tried": [config.seeds_per_exit] * k, "kept": kept,
-            "robust": [round(float(np.mean(score[ok] > 0)), 4) for ok in keep]}
+            "robust": [round(float(np.mean(score[ok] > 0)), 4) for ok in keep],
+            "decoy_hits": [round(float(np.mean(hits[ok])), 4) for ok in keep]}
 
 
 def _attack_fn(model: Model, config: CraftConfig, threshold: float):
