@@ -11,10 +11,12 @@ the other load) and its own maximum resident set (getrusage, read as it ends). T
 built once under --work. Usage:
 
     PYTHONPATH=. python benchmarks/compare_bench.py [--cases resnet18,minilm] [--work /tmp/jaxprov-cb]
-        [--json out.json] [--chunk-cap N]
+        [--json out.json] [--chunk-cap N] [--rerun-reference]
 
---chunk-cap N is an experiment, not a setting: the engine's planned probe chunks capped at N items
-(docs/benchmarks.md: what it saves on ResNet-18).
+--chunk-cap N and --rerun-reference are experiments, not settings: the engine's planned probe chunks
+capped at N items, and the reference run again on its own mistakes instead of taking the rows the
+probe builder handed over (docs/benchmarks.md: what each does on ResNet-18). Each case records
+the load average before and after it and the comparison's JSON (equal JSON: the same result).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import time
 from pathlib import Path
 
 CHILD = """
-import math, resource, sys, jaxprov
+import json, math, resource, sys, jaxprov
 from jaxprov import engine
 cap = int(sys.argv[3])
+if sys.argv[4] == "1":  # the experiment of --rerun-reference: the engine ignores Probes.reference_rows
+    engine._reference_positions = lambda *args: []
 if cap:  # the experiment of --chunk-cap: every planned probe chunk at most `cap` items (then equalised)
     plan = engine._plan_chunks
     def capped(config, n_models, n_probes, per_item, budget, n_devices, vmapped):
@@ -41,6 +45,7 @@ if cap:  # the experiment of --chunk-cap: every planned probe chunk at most `cap
 a, b = jaxprov.load(sys.argv[1]), jaxprov.load(sys.argv[2])
 result = jaxprov.compare(a, b)
 print(result.summary())
+print("json", json.dumps(result.to_json(), sort_keys=True))
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print("usage", usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 """
@@ -78,17 +83,21 @@ def build_minilm(work: Path) -> tuple[Path, Path]:
     return original, copy
 
 
-def run_case(a: Path, b: Path, chunk_cap: int = 0) -> dict:
+def run_case(a: Path, b: Path, chunk_cap: int = 0, rerun_reference: bool = False) -> dict:
+    load = os.getloadavg()[0]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(a), str(b), str(chunk_cap)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(a), str(b), str(chunk_cap), str(int(rerun_reference))],
+                          capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ".")})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"compare failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    *summary, usage = proc.stdout.strip().splitlines()
+    *summary, result, usage = proc.stdout.strip().splitlines()
     _, peak_kib, cpu = usage.split()
     return {"seconds": round(seconds, 1), "cpu_seconds": round(float(cpu), 1),
-            "peak_rss_gb": round(int(peak_kib) / 2**20, 2), "summary": "\n".join(summary)}
+            "peak_rss_gb": round(int(peak_kib) / 2**20, 2),
+            "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
+            "summary": "\n".join(summary), "result": json.loads(result.partition(" ")[2])}
 
 
 def main() -> None:
@@ -98,6 +107,9 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--chunk-cap", type=int, default=0,
                         help="experiment: cap every planned probe chunk at this many items (0: the engine's plan)")
+    parser.add_argument("--rerun-reference", action="store_true",
+                        help="experiment: the engine runs the reference again instead of taking the rows its "
+                             "probe builder handed over (Probes.reference_rows), as before issue 14 point 2")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -105,9 +117,9 @@ def main() -> None:
     results = {}
     for case in args.cases.split(","):
         a, b = builders[case](work)
-        results[case] = run_case(a, b, args.chunk_cap)
+        results[case] = run_case(a, b, args.chunk_cap, args.rerun_reference)
         print(f"{case}: {results[case]['seconds']} s wall, {results[case]['cpu_seconds']} s CPU, "
-              f"peak {results[case]['peak_rss_gb']} GB")
+              f"peak {results[case]['peak_rss_gb']} GB, load average {results[case]['load_average']}")
         print("  " + results[case]["summary"].replace("\n", "\n  "))
     doc = {"results": results, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                            "python": platform.python_version()},

@@ -45,11 +45,18 @@ class Probes:
 
     `labels` (optional, int [n]) are the true classes of labelled seeds (MNIST, digits, a zoo data
     split, an .npz with a "y" array); methods that need ground truth (`mistakes`) read them.
+
+    `reference_rows` (optional, float32 [n, ...]) are `method.rows` of the model the probes were
+    built on (`reference`) on these very probes, when the probe builder computed them anyway
+    (`mistakes`: the reference's predicted label at each of its mistakes). The engine then takes
+    them for that model instead of running it again (`jaxprov.engine.signatures`). They follow
+    from the inputs and the reference, so they are not part of the digest, and are not saved.
     """
 
     inputs: Any
     meta: dict = dataclasses.field(default_factory=dict)
     labels: Any = None
+    reference_rows: Any = None
 
     @property
     def n(self) -> int:
@@ -78,7 +85,8 @@ class Probes:
 
     def take(self, start: int, stop: int) -> "Probes":
         labels = None if self.labels is None else self.labels[start:stop]
-        return Probes(jax.tree_util.tree_map(lambda a: a[start:stop], self.inputs), self.meta, labels)
+        rows = None if self.reference_rows is None else self.reference_rows[start:stop]
+        return Probes(jax.tree_util.tree_map(lambda a: a[start:stop], self.inputs), self.meta, labels, rows)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically write an .npz holding every leaf plus the metadata."""

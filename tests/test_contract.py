@@ -142,3 +142,37 @@ def test_store_argument_is_the_deprecated_name_of_cache(nets, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Zoo(nets[:2], seeds="synthetic", key=KEY, cache=tmp_path / "sigs").signatures("weights")
+
+
+def test_reference_rows_from_the_probe_builder_equal_a_second_forward_pass(nets, labelled):
+    # mistakes hands the engine its reference's rows (predicted labels on its mistakes, computed in
+    # the builder's chunks of 7 seeds); a second pass over the probes in the signature's chunks of 5
+    # gives the same rows, bit for bit (LeNet: convolutions at another batch size), and the engine
+    # takes the handed rows for that model only, looping over convnets or vmapping MLPs.
+    method = methods.get("mistakes", max_probes=12, min_probes=2)
+    for zoo, strategy in ((nets[3:], "sequential"), (nets[:2], "vmap")):
+        zoo = [*zoo, dataclasses.replace(zoo[0], name="copy")]  # the reference again: it takes the rows too
+        probes = engine.probes_for(method, labelled, KEY, zoo[0], EngineConfig(probe_chunk=7))
+        assert probes.reference_rows.shape == (12, 10)
+        config = EngineConfig(strategy=strategy, probe_chunk=5)
+        handed = engine.signatures(method, zoo, probes, config)
+        again = engine.signatures(method, zoo, dataclasses.replace(probes, reference_rows=None), config)
+        np.testing.assert_array_equal(handed.matrix, again.matrix)
+        rolled = dataclasses.replace(probes, reference_rows=np.roll(np.asarray(probes.reference_rows), 1, axis=1))
+        taken = engine.signatures(method, zoo, rolled, config)
+        assert taken.matrix[0] @ again.matrix[0] < 0.5 and taken.matrix[2] @ again.matrix[2] < 0.5  # taken ...
+        np.testing.assert_array_equal(taken.matrix[1], again.matrix[1])  # ... for the reference only
+    half = engine.signatures(method, zoo, rolled, EngineConfig(strategy="vmap", dtype="bfloat16"))
+    assert half.matrix[0] @ again.matrix[0] > 0.9  # bfloat16 casts the reference: it runs again
+
+
+def test_default_compare_is_the_same_with_the_reference_rows_handed_over(nets, monkeypatch):
+    # The default verdict as fitted (mistakes on 1,000 "mnist:test" seeds, up to 500 probes) gives
+    # the same JSON whether the engine takes the reference's rows from the probe builder or runs it.
+    import jaxprov
+
+    a, b, null = nets[3], nets[4], nets[:2]
+    handed = jaxprov.compare(a, b, null=null, key=KEY)
+    assert handed["mistakes"].similarity > 0 and handed.answer.probability is not None
+    monkeypatch.setattr(engine, "_reference_positions", lambda *args: [])
+    assert jaxprov.compare(a, b, null=null, key=KEY).to_json() == handed.to_json()

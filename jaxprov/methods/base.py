@@ -23,7 +23,9 @@ What the comparison layer needs to know is declared, never inspected:
   "cosine", a dot product of unit vectors (a zoo compares in one matmul), or a custom kind.
 Whether probes were built on a reference model is recorded by the probes themselves
 (`Probes.reference`, written by `reference_meta`), so a zoo computes such a method once per
-reference where every row must be read on its own reference's probes.
+reference where every row must be read on its own reference's probes. A builder that computed
+the reference's `rows` on the final probes anyway hands them over as `Probes.reference_rows`
+(`mistakes`: the reference's labels at its mistakes), and the engine skips that model's forward pass.
 
 A model whose signature cannot be normalised (dead: constant outputs, zero gradients) gets an
 all-zero signature; the engine flags it, and comparisons report it instead of producing NaN.
@@ -137,7 +139,10 @@ class Method:
         `reference` is the zoo's reference model; a builder that does not need one ignores it, and
         one that does records it with `reference_meta`. Work on the reference goes through
         `batched(fn, static, reference, inputs, shared, until=None)` (see `unbatched`): `fn` is a
-        module-level function computing each input item on its own, so the engine may chunk it."""
+        module-level function computing each input item on its own, so the engine may chunk it.
+        Rows of the reference that the builder already has on the returned probes (exactly what
+        `rows` would give, float32) may go in `Probes(reference_rows=...)`: the engine uses them
+        instead of running the reference again."""
         from jaxprov.probes import Probes
 
         return Probes(inputs={"x": seeds.inputs}, meta={**seeds.meta, "method": self.name})

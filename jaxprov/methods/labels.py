@@ -26,6 +26,20 @@ def predicted_labels(static, fns: ModelFns, params, x: jax.Array, shared) -> jax
     return jnp.argmax(out.reshape(out.shape[0], -1), axis=1)
 
 
+def label_rows(labels, width: int) -> jax.Array:
+    """`LabelAgreement.rows` from labels already predicted: one-hot [n, width] float32 (0 and 1 are
+    exact, so these equal the rows of a forward pass that predicts the same labels)."""
+    return jax.nn.one_hot(jnp.asarray(labels), width, dtype=jnp.float32)
+
+
+def output_width(model, x) -> int:
+    """The size of one input's flattened output (the label space of `predicted_labels`), from
+    shapes alone (no computation)."""
+    item = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), np.asarray(x[:1]).dtype)
+    out = jax.eval_shape(model.fns.apply, model.params, item)
+    return int(np.prod(out.shape[1:]))
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelAgreement(Method):
     """Base of the label-agreement methods: their probes differ, their signature is this one."""
@@ -36,7 +50,7 @@ class LabelAgreement(Method):
         """One-hot predicted label of each probe: [chunk, C]."""
         out = fns.apply(params, probes["x"])
         out = out.reshape(out.shape[0], -1)
-        return jax.nn.one_hot(jnp.argmax(out, axis=1), out.shape[1], dtype=jnp.float32)
+        return label_rows(jnp.argmax(out, axis=1), out.shape[1])
 
     def finalize(self, rows: jax.Array) -> jax.Array:
         """Flattened one-hots / sqrt(n): the dot product of two signatures is their label agreement."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxprov.errors import JaxprovError
 from jaxprov.methods.base import continuous_inputs, reference_meta, require_reference, unbatched
-from jaxprov.methods.labels import LabelAgreement, predicted_labels
+from jaxprov.methods.labels import LabelAgreement, label_rows, output_width, predicted_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,4 +73,7 @@ class Mistakes(LabelAgreement):
                                "(n_seeds) or use harder held-out data")
         meta = {**seeds.meta, "method": self.name, "config": self.config(), "n_mistakes": int(wrong.size),
                 "reference": reference_meta(reference)}
-        return Probes(inputs={"x": x[wrong]}, meta=meta)
+        # The reference's rows on its mistakes are its predicted labels there, one-hot: handed to the
+        # engine (Probes.reference_rows), they save it a second forward pass of the reference.
+        width = output_width(reference, x)
+        return Probes(inputs={"x": x[wrong]}, meta=meta, reference_rows=label_rows(predicted[wrong], width))
