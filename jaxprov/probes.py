@@ -11,6 +11,7 @@ deterministically from an explicit PRNG key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -265,15 +266,30 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
 def _adapt_in_chunks(raw: np.ndarray, spec: InputSpec) -> np.ndarray:
     """`datasets.adapt` (resize, channels, normalise) ADAPT_CHUNK seeds at a time into one float32
     array: resizing 1,000 MNIST digits to 224 x 224 x 3 all at once held four 0.6 GB temporaries.
-    The operations are per image, so the values are those of one call."""
-    first = np.asarray(adapt(raw[:ADAPT_CHUNK], spec), np.float32)
-    if len(raw) <= ADAPT_CHUNK:
-        return first
-    out = np.empty((len(raw), *first.shape[1:]), np.float32)
-    out[:ADAPT_CHUNK] = first
-    for start in range(ADAPT_CHUNK, len(raw), ADAPT_CHUNK):
-        out[start:start + ADAPT_CHUNK] = np.asarray(adapt(raw[start:start + ADAPT_CHUNK], spec), np.float32)
+    The operations are per image, so the values are those of one call. Each chunk runs as one
+    jitted program (the last one padded to the same shape: one compile), which gives the values
+    of the op-by-op `adapt` bit for bit (tests/test_baselines.py) at 2.6 x its speed for
+    224 px seeds."""
+    if len(raw) == 0:
+        return np.asarray(adapt(raw, spec), np.float32)
+    size = min(len(raw), ADAPT_CHUNK)
+    run = _jitted_adapt(spec)
+    out = None
+    for start in range(0, len(raw), size):
+        part = raw[start:start + size]
+        valid = len(part)
+        if valid < size:
+            part = np.concatenate([part, np.repeat(part[-1:], size - valid, axis=0)])
+        chunk = np.asarray(run(part), np.float32)[:valid]
+        if out is None:
+            out = np.empty((len(raw), *chunk.shape[1:]), np.float32)
+        out[start:start + valid] = chunk
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_adapt(spec: InputSpec):
+    return jax.jit(lambda raw: adapt(raw, spec))
 
 
 def text_seeds(path: str | os.PathLike, tokenizer_dir: str | os.PathLike, n: int, key: jax.Array,

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxprov import models
+from jaxprov import datasets, models
 from jaxprov.engine import EngineConfig, signatures
 from jaxprov.errors import JaxprovError
 from jaxprov.methods import baselines, similarity
@@ -209,6 +209,20 @@ def test_npz_seeds_carry_labels_and_bad_labels_are_one_clear_error(tmp_path):
         seeds(str(tmp_path / "bad.npz"), spec, 4, jax.random.PRNGKey(2))
     assert seeds(str(tmp_path / "ok.npz"), spec, 4, jax.random.PRNGKey(2)).digest != Probes(drawn.inputs,
                                                                                               drawn.meta).digest
+
+
+def test_seeds_adapted_in_jitted_chunks_equal_the_op_by_op_adapt():
+    # 70 digits resized to 40 x 40, grey repeated to RGB, ImageNet-normalised: one chunk of 64 and
+    # a padded one of 6, each a jitted program; the values are adapt's on all 70 at once, bit for bit.
+    from jaxprov.model import InputSpec
+    from jaxprov.probes import _adapt_in_chunks
+
+    spec = InputSpec("image", "NHWC", (40, 40, 3), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    raw = datasets.mnist_images()[0][:70]
+    chunked = _adapt_in_chunks(raw, spec)
+    assert chunked.shape == (70, 40, 40, 3) and chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, np.asarray(adapt(raw, spec)))
+    assert _adapt_in_chunks(raw[:0], spec).shape == (0, 40, 40, 3)
 
 
 # ---------------------------------------------------------------------------------------------
