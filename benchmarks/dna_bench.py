@@ -1,10 +1,12 @@
-"""Model DNA on the reuse benchmark's cpu preset: DNA alone, the old default verdict and the new one
+"""Model DNA on the reuse benchmark's cpu preset (images) or text preset (tiny BERTs, `--preset text`): DNA alone, the old default verdict and the new one
 (refitted on the val group with DNA's evidence added) side by side per reuse type on the held-out
 test group, with the ablations (no g, no stage 1, cosine instead of the classifier, output views,
 number of training lineages). Writes docs/results/dna.json.
 
   /work/notes/heavy python benchmarks/dna_bench.py --bench /tmp/dna-runs/cpu --train /tmp/dna-runs/cpu-train \\
       [--out docs/results/dna.json] [--ship jaxprov/data/dna/mnist]
+  /work/notes/heavy python benchmarks/dna_bench.py --preset text --bench /tmp/dna-runs/text \
+      --train /tmp/dna-runs/text-train --only dna no-g no-stage-1 cosine   # -> the "text" section
 
 --bench is the folder of a finished `jaxprov bench reuse --preset cpu --out DIR` (its zoo and reuse.json:
 every other method's scores are read from there); --train holds the DNA training zoo (built there if
@@ -42,10 +44,9 @@ from jaxprov.training import recipe as zoo_recipe  # noqa: E402
 N_SEEDS = 300
 
 
-def variants(steps: int) -> dict[str, tuple[dna.Architecture, dna.TrainConfig, int | None]]:
+def variants(steps: int, base: dna.Architecture) -> dict[str, tuple[dna.Architecture, dna.TrainConfig, int | None]]:
     """name -> (architecture, training config, number of training bases: None = all)."""
     config = dna.TrainConfig(stage1_steps=steps, stage2_steps=steps)
-    base = dna.Architecture(view="logits")
     return {
         "dna": (base, config, None),
         "view=probs": (dataclasses.replace(base, view="probs"), config, None),
@@ -82,6 +83,8 @@ def _subset(data: dna.TrainingSet, entries: dict, n_bases: int | None) -> dna.Tr
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True)
+    ap.add_argument("--preset", default="cpu", choices=["cpu", "text"],
+                    help="the reuse benchmark's preset (text: tiny BERTs; written as the 'text' section of --out)")
     ap.add_argument("--train", required=True)
     ap.add_argument("--out", default=str(ROOT / "docs/results/dna.json"))
     ap.add_argument("--steps", type=int, default=600)
@@ -92,23 +95,25 @@ def main() -> None:
                                        "(the shipped one: jaxprov/data/dna/mnist)")
     args = ap.parse_args()
     t_start = time.perf_counter()
-    preset = PRESETS["cpu"]
+    preset = PRESETS[args.preset]
     bench, train_root = Path(args.bench), Path(args.train)
     doc = json.loads((bench / "reuse.json").read_text())
     recipe = make_recipe(preset)
     models = zoo_recipe.build(recipe, bench / "zoo")
-    train_recipe = bench_dna.training_recipe("cpu")
+    train_recipe = bench_dna.training_recipe(args.preset)
     train_models = zoo_recipe.build(train_recipe, train_root / "zoo")
     train_entries = {e["name"]: e for e in train_recipe["models"]}
     roots = bench_dna.lineage_roots({**train_entries, **{e["name"]: e for e in recipe["models"]}})
     eval_roots = {roots[e["name"]] for e in recipe["models"]}
     assert not {roots[n] for n in train_entries} & eval_roots, "training and evaluation lineages overlap"
     t0 = time.perf_counter()
-    data = bench_dna.training_set(train_models, train_entries)
+    data = bench_dna.training_set(train_models, train_entries, seeds=preset.seeds)
+    spec = next(iter(train_models.values())).input_spec
+    record = bench_dna.input_record(spec)
     seconds = {"training_set": round(time.perf_counter() - t0, 1)}
     pairs = _pairs_from(doc)
     old_methods = list(doc["protocol"]["methods"])
-    chosen = variants(args.steps)
+    chosen = variants(args.steps, bench_dna.default_architecture(spec))
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only}
     records = {}
@@ -123,7 +128,7 @@ def main() -> None:
         else:
             det = dna.train(subset, arch, config, out=folder, log=print, name=name,
                             recipe_digest=bench_dna.recipe_digest(train_recipe))
-            det.save(folder)
+            det.with_params(det.params, **record).save(folder)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
         scoring = dataclasses.replace(preset, methods=("dna",),
@@ -153,14 +158,15 @@ def main() -> None:
     results = {m: evaluate(test, m, preset.n_boot) for m in old_methods + dna_methods}
     results["default (old)"] = evaluate(test, "default", preset.n_boot)
     val = [p for p in pairs if p.group == "val"]
-    results_val = {m: evaluate(val, m, 200) for m in dna_methods + ["weights", "mistakes", "cka"]}
+    results_val = {m: evaluate(val, m, 200) for m in dna_methods + [m for m in ("weights", "mistakes", "cka")
+                                                                     if m in old_methods]}
     verdicts = {}
     for method in [m for m in ("dna",) if m in records]:
         fitting = dataclasses.replace(preset, methods=(*old_methods, method),
                                       method_config={**preset.method_config, method: main_config})
         new = fit_default(pairs, fitting, floors, calibrated=(method,),
-                          provenance={"fitted_on": "benchmarks/dna_bench.py on jaxprov bench reuse --preset cpu: "
-                                                   "val group (DNA trained on the separate train group)"})
+                          provenance={"fitted_on": f"benchmarks/dna_bench.py on jaxprov bench reuse --preset "
+                                                   f"{args.preset}: val group (DNA trained on the separate train group)"})
         if args.verdict_out:
             new.save(args.verdict_out)
         x = np.asarray([[p.evidence[m] for m in new.methods] for p in test])
@@ -168,7 +174,7 @@ def main() -> None:
             p.default = float(prob)
         results["default (new)"] = evaluate(test, "default", preset.n_boot)
         verdicts["default (new)"] = new.to_json()
-    out = {"benchmark": "dna", "preset": "cpu", "command": " ".join(["python benchmarks/dna_bench.py", *sys.argv[1:]]),
+    out = {"benchmark": "dna", "preset": args.preset, "command": " ".join(["python benchmarks/dna_bench.py", *sys.argv[1:]]),
            "environment": environment(), "n_seeds": N_SEEDS, "steps": args.steps,
            "seconds": {**seconds, "total": round(time.perf_counter() - t_start, 1)},
            "training_zoo": {"recipe": train_recipe["name"], "n_models": len(train_entries),
@@ -177,6 +183,9 @@ def main() -> None:
            "evaluation": {"bench": str(bench), "fitted_on": "val", "reported_on": "test",
                           "n_pairs": {"val": sum(p.group == "val" for p in pairs), "test": len(test)}},
            "variants": records, "results": results, "results_val": results_val, "verdicts": verdicts}
+    if args.preset != "cpu":  # a section of its own beside the image (cpu) results
+        whole = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+        out = {**whole, args.preset: out}
     atomic_write(Path(args.out), (json.dumps(out, indent=1, allow_nan=False) + "\n").encode())
     rows = [t for t in [*doc["protocol"]["reuse_types"], "overall"] if t in results["default (old)"]]
     show = [m for m in ["default (old)", "default (new)", *dna_methods] if m in results]

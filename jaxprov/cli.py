@@ -153,8 +153,8 @@ def _cmd_dna_train(args) -> int:
         config = dataclasses.replace(config, stage1_steps=args.steps, stage2_steps=args.steps)
     source = f"--preset {args.preset}" if args.preset else f"--zoo {args.zoo}"
     command = f"jaxprov dna train {source} --out {args.out}" + (f" --steps {args.steps}" if args.steps else "")
-    det = bench_dna.train_from_preset(args.preset, args.out, dna.Architecture(view=args.view), config,
-                                      zoo=args.zoo, command=command)
+    det = bench_dna.train_from_preset(args.preset, args.out, None, config, zoo=args.zoo, command=command,
+                                      view=args.view)
     print(f"DNA detector written to {args.out} ({det.meta['n_models']} models, {det.meta['n_pairs']} pairs, "
           f"{det.meta['n_derived_pairs']} derived); use it with --method dna --dna {args.out}")
     return 0
@@ -178,6 +178,9 @@ def _cmd_dna_info(args) -> int:
           f"{info.get('n_pairs')} pairs ({info.get('n_derived_pairs')} derived); recipe "
           f"{str(info.get('recipe_digest'))[:12]}; probes {info.get('probes', {}).get('source')} "
           f"{str(info.get('probes', {}).get('digest'))[:12]}")
+    if isinstance(info.get("vocabulary"), dict):
+        vocab = info["vocabulary"]
+        print(f"  vocabulary: {vocab.get('size')} tokens of {vocab.get('source')} (sha256 {str(vocab.get('sha256'))[:12]})")
     print(f"  versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}; "
           f"params sha256 {info['params_sha256'][:12]}")
     return 0
@@ -469,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = actions.add_parser("train", help="train a DNA detector on a zoo with known lineage (resumable, with ETA)")
     source = q.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="build that benchmark preset's DNA training zoo (lineages disjoint from "
-                                         "its val and test groups) under OUT/zoo and train on it (cpu, ci)")
+                                         "its val and test groups) under OUT/zoo and train on it (cpu, ci; "
+                                         "text, text-ci: tiny BERTs on Python's docstrings)")
     source.add_argument("--zoo", help="a zoo folder built from a recipe with roles (e.g. a benchmark's zoo)")
     q.add_argument("--out", required=True, help="the detector folder (checkpoints there; a rerun resumes)")
     q.add_argument("--steps", type=int, default=None, help="optax steps of each stage (default 600)")

@@ -19,7 +19,12 @@ of "mnist:test"), each train 4000 | test 1000:
   syn            SYN-style: 5,000 digits rendered from matplotlib's bundled fonts;
   mnist_invert, mnist_colour, mnist_texture   synthetic shifts of MNIST (inverted; random
                  colours; over scikit-image's brick / grass / gravel textures).
-A split is named "<domain>:<split>"; `inputs` adapts it to a model's InputSpec.
+Text (`jaxprov.text_corpus`: 2,400 sentences of the Python standard library's docstrings, 6 classes
+by module family, as token ids [n, 32] of its own 2,000-word vocabulary):
+  text           base 0-1200 | finetune 1200-1600 | query 1600-2000 | test 2000-2400 (the mnist splits'
+                 roles: base training, fine-tuning / pruning, distillation queries, held-out probes).
+A split is named "<domain>:<split>"; `inputs` adapts it to a model's InputSpec (images) or checks that
+the model reads the domain's token ids (text: {"input_ids", "attention_mask", "token_type_ids"}).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprov import domain_shifts
+from jaxprov import domain_shifts, text_corpus
 from jaxprov.errors import JaxprovError
 from jaxprov.model import InputSpec
 
@@ -44,7 +49,9 @@ SPLITS: dict[str, dict[str, tuple[int, int | None]]] = {
     "lfw": {"train": (0, 140), "test": (140, None)},
     **{name: {"train": (0, 4000), "test": (4000, None)}
        for name in ("mnistm", "syn", "mnist_invert", "mnist_colour", "mnist_texture")},
+    "text": {"base": (0, 1200), "finetune": (1200, 1600), "query": (1600, 2000), "test": (2000, 2400)},
 }
+TEXT_DOMAINS = ("text",)  # token-id domains (every other domain holds images)
 # The numpy seed each generated domain is drawn from (fixed: a domain is data, not a run's choice).
 GENERATION_SEEDS = {"mnistm": 1, "syn": 2, "mnist_invert": 3, "mnist_colour": 4, "mnist_texture": 5}
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -52,7 +59,8 @@ TEXTURES = ("brick", "grass", "gravel")
 
 
 def domain(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (raw images [n, 28, 28, c] float32 in [0, 1], labels [n] int32)} of domain `name` (c = 1 or 3).
+    """{split: (raw images [n, 28, 28, c] float32 in [0, 1], labels [n] int32)} of domain `name` (c = 1 or 3);
+    for a text domain, (token ids [n, L] int32, labels).
 
     Loaded and split once per process; every call returns fresh copies.
     """
@@ -75,11 +83,29 @@ def inputs(name_split: str, spec: InputSpec) -> tuple[jax.Array, np.ndarray]:
     """
     name, split = parse(name_split)
     raw, labels = _domain_cached(name)[split]
+    if name in TEXT_DOMAINS:
+        return tokens(raw, spec, name_split), labels.copy()
     return adapt(raw, spec), labels.copy()
+
+
+def tokens(ids: np.ndarray, spec: InputSpec, what: str = "text") -> dict[str, np.ndarray]:
+    """Token ids [n, L] of the text domain as a text model's input dict, or one line when the model
+    does not read that vocabulary at that length (its InputSpec's vocab_size and shape)."""
+    if spec.modality != "text":
+        raise JaxprovError(f"{what}: token ids of the text domain cannot feed a {spec.modality} model")
+    if spec.vocab_size != text_corpus.VOCAB_SIZE or tuple(spec.shape) != (text_corpus.SEQ_LEN,):
+        raise JaxprovError(f"{what}: the text domain is {text_corpus.SEQ_LEN} tokens of a "
+                           f"{text_corpus.VOCAB_SIZE}-token vocabulary (jaxprov.text_corpus); the model reads "
+                           f"{spec.shape[0]} tokens of {spec.vocab_size}: use a model built for it (arch bert-text)")
+    ids = np.asarray(ids, np.int32)
+    return {"input_ids": ids, "attention_mask": text_corpus.attention_mask(ids), "token_type_ids": np.zeros_like(ids)}
 
 
 def adapt(raw: np.ndarray, spec: InputSpec) -> jax.Array:
     """Raw NHWC images in [0,1] -> the model's input space: resize, match channels, normalise."""
+    if spec.modality == "text":
+        raise JaxprovError("cannot adapt images to a text model: text models take a text domain (text:test) "
+                           "or text seeds")
     if spec.modality != "image":
         raise JaxprovError(f"cannot adapt images to a {spec.modality} model")
     h, w, c = spec.shape
@@ -207,4 +233,4 @@ def _skimage_image(name: str) -> np.ndarray:
 
 _LOADERS = {"mnist": mnist_images, "digits": _digits, "lfw": _lfw, "mnistm": _mnistm, "syn": _syn,
             "mnist_invert": _shifted("invert"), "mnist_colour": _shifted("colour"),
-            "mnist_texture": _shifted("texture")}
+            "mnist_texture": _shifted("texture"), "text": text_corpus.token_ids}

@@ -214,8 +214,9 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     """`n` seed inputs for models with input `spec`, chosen by `key` from `source`:
     "mnist", "digits", a split of a zoo data domain ("mnist:test", "digits:test", see
     `jaxprov.datasets`), "synthetic", a folder of images, or an .npy/.npz file. A text model takes
-    "synthetic" (random token ids in its vocabulary) or Probes built by `text_seeds` (sentences and
-    the model's tokenizer); any other source is refused for it, never cast to token ids.
+    "synthetic" (random token ids in its vocabulary), a split of a text domain ("text:test", checked
+    against its vocabulary and length) or Probes built by `text_seeds` (sentences and the model's
+    tokenizer); any other source is refused for it, never cast to token ids.
 
     Seeds from MNIST, digits, a data split or an .npz holding a "y" array carry their true labels
     (`Probes.labels`). Refused with one line: empty, non-numeric or non-finite arrays, missing
@@ -224,10 +225,20 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
         raise ArgumentError(f"seeds must be a seed source name or path (str), not {type(source).__name__}")
     source_path = Path(source)
     labels = None
+    if spec.modality == "text" and source.partition(":")[0] in datasets.TEXT_DOMAINS:
+        name, split = datasets.parse(source)
+        ids, labels = datasets.domain(name)[split]
+        if n > len(ids):
+            raise JaxprovError(f"{source}: asked for {n} seeds but it holds only {len(ids)} sentences")
+        index = np.sort(np.asarray(jax.random.choice(key, len(ids), (n,), replace=False)))
+        return Probes(datasets.tokens(ids[index], spec, source),
+                      {"source": source, "n": n, "key": key_repr(key),
+                       "index_sha256": hashlib.sha256(index.tobytes()).hexdigest()[:16]},
+                      labels[index].astype(np.int32))
     if spec.modality == "text" and source != "synthetic":
         raise JaxprovError(f"seeds {source!r}: a text model needs text seeds, which need its tokenizer: "
                            "build them with jaxprov.probes.text_seeds(sentences.txt, tokenizer_dir, ...) "
-                           "and pass the Probes, or use synthetic")
+                           "and pass the Probes, use a text domain's split (text:test) or synthetic")
     if source == "synthetic":
         if spec.modality == "text":  # random token ids in the model's vocabulary, never a float cast to ids
             inputs = spec.example(n, key)

@@ -29,7 +29,7 @@ def max_rel_diff(a, b) -> float:
 
 
 # Fixtures that train a zoo (minutes on a 2-core CPU): every test using one is marked `slow`.
-ZOO_FIXTURES = ("mnist_zoo", "ci_run", "exits_zoo")
+ZOO_FIXTURES = ("mnist_zoo", "ci_run", "exits_zoo", "text_ci_zoo")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -78,5 +78,5 @@ def torch_state_dict(torch):
     def numpy_state_dict(module):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     return numpy_state_dict
-from tests.zoo_fixtures import ci_run, mnist_zoo  # noqa: E402,F401
+from tests.zoo_fixtures import ci_run, mnist_zoo, text_ci_zoo  # noqa: E402,F401
 from tests.exits_fixtures import exits_zoo  # noqa: E402,F401

@@ -83,7 +83,8 @@ def test_split_sizes_and_labels():
     assert sizes == {"mnist:base": 2000, "mnist:finetune": 1000, "mnist:query": 1000, "mnist:test": 1000,
                      "digits:train": 1300, "digits:test": 497, "lfw:train": 140, "lfw:test": 60,
                      **{f"{d}:{s}": n for d in ("mnistm", "syn", "mnist_invert", "mnist_colour", "mnist_texture")
-                        for s, n in (("train", 4000), ("test", 1000))}}
+                        for s, n in (("train", 4000), ("test", 1000))},
+                     "text:base": 1200, "text:finetune": 400, "text:query": 400, "text:test": 400}
     lfw = np.concatenate([y for _, y in data.domain("lfw").values()])
     assert np.bincount(lfw).tolist() == [100, 100]  # 100 faces, 100 non-faces
     # The MNIST zoo trains and queries on these same splits, under the same names.

@@ -1,5 +1,6 @@
 """Fixtures that train a zoo, each once per session and cached across pytest runs: `mnist_zoo` (the
-small MNIST zoo of jaxprov.training.mnist) and `ci_run` (the reuse benchmark's `ci` preset).
+small MNIST zoo of jaxprov.training.mnist), `ci_run` (the reuse benchmark's `ci` preset) and
+`text_ci_zoo` (the text preset at test size: tiny BERT classifiers of Python's docstrings).
 
 The cache is keyed by the zoo builder's ZOO_VERSION (and, inside it, by each entry's recipe digest),
 not by the source code: an edit that changes nothing built reuses the trained zoo."""
@@ -50,3 +51,18 @@ def ci_run(request, tmp_path_factory):
     out = cache.mkdir("reuse_ci_v1") if cache else tmp_path_factory.mktemp("reuse_ci")
     doc = reuse.run("ci", out, log=lambda line: None)
     return out, doc
+
+
+@pytest.fixture(scope="session")
+def text_ci_zoo(request, tmp_path_factory):
+    """(folder, {name: Model}, recipe) of the `text-ci` preset's zoo (jaxprov.bench.presets): per
+    group (val, test) two bert-text-small bases on text:base, each fine-tuned, pruned and quantised,
+    and two independents; 20 models, built by the zoo builder (lineage recorded) and cached."""
+    from jaxprov.bench.presets import PRESETS
+    from jaxprov.bench.protocol import make_recipe
+    from jaxprov.training import recipe as zoo_recipe
+
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir(f"text_ci_zoo_v{ZOO_VERSION}") if cache else tmp_path_factory.mktemp("text_ci_zoo")
+    recipe = make_recipe(PRESETS["text-ci"])
+    return root, zoo_recipe.build(recipe, root), recipe

@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from jaxprov import datasets, text_corpus
 from jaxprov import dna as dna_lib
 from jaxprov import engine as engine_lib
 from jaxprov.bench.presets import PRESETS, REFERENCE_ROLES, dna_training_preset
@@ -41,11 +42,14 @@ def lineage_roots(entries: Mapping[str, dict]) -> dict[str, str]:
 
 
 def training_set(models: Mapping[str, object], entries: Mapping[str, dict], names: Sequence[str] | None = None,
-                 seeds: str = TRAIN_SEEDS, n_probes: int = TRAIN_PROBES, key: int = TRAIN_KEY,
+                 seeds: str = TRAIN_SEEDS, n_probes: int | None = None, key: int = TRAIN_KEY,
                  config: engine_lib.EngineConfig = engine_lib.EngineConfig()) -> dna_lib.TrainingSet:
     """The models `names` (default: all) of a zoo with recorded lineage (`entries`: recipe entries by
     name, each with its "role" and "parent"/"parents"), as a `jaxprov.dna.TrainingSet`: every model's
-    outputs on `n_probes` seeds, drawn by PRNGKey(key) from `seeds`."""
+    outputs on `n_probes` seeds (default TRAIN_PROBES, or all of a smaller data split: text:test holds
+    400), drawn by PRNGKey(key) from `seeds`."""
+    if n_probes is None:
+        n_probes = min(TRAIN_PROBES, split_size(seeds))
     names = list(entries if names is None else names)
     if not names:
         raise JaxprovError("dna: no models to train on")
@@ -55,7 +59,8 @@ def training_set(models: Mapping[str, object], entries: Mapping[str, dict], name
             raise JaxprovError(f"dna: model {n!r} takes {models[n].input_spec.shape}, not {spec.shape} like "
                                f"{names[0]!r}; a detector trains on one input space")
     probes = make_seeds(seeds, spec, n_probes, jax.random.PRNGKey(key))
-    x = np.asarray(probes.inputs, np.float32)
+    x = ({k: np.asarray(v, np.int32) for k, v in probes.inputs.items()} if isinstance(probes.inputs, dict)
+         else np.asarray(probes.inputs, np.float32))
     logits = [np.asarray(engine_lib.map_inputs(_logits, None, models[n], x, config=config)) for n in names]
     inside = set(names)
     return dna_lib.TrainingSet(
@@ -66,6 +71,32 @@ def training_set(models: Mapping[str, object], entries: Mapping[str, dict], name
         domains=sorted({str(entries[n]["data"]) for n in names if "data" in entries[n]}),
         architectures=sorted({models[n].arch for n in names}),
         probes={"source": seeds, "n": str(n_probes), "key": str(key), "digest": probes.digest})
+
+
+def split_size(seeds: str) -> int:
+    """How many inputs a data split ("text:test") holds; TRAIN_PROBES for any other seed source."""
+    if ":" not in seeds:
+        return TRAIN_PROBES
+    name, split = datasets.parse(seeds)
+    return len(datasets.domain(name)[split][1])
+
+
+def default_architecture(spec, view: str = "logits", n_classes: int | None = None) -> dna_lib.Architecture:
+    """The detector architecture for models with input `spec`: the conv encoder on images, the token
+    encoder on text (its vocabulary the models'), `n_classes` outputs in the view (default 10; the
+    text domain's 6 classes for text)."""
+    if spec.modality == "text":
+        return dna_lib.Architecture(view=view, n_classes=n_classes or len(text_corpus.CLASSES), k=n_classes or
+                                    len(text_corpus.CLASSES), encoder="tokens", vocab_size=spec.vocab_size)
+    return dna_lib.Architecture(view=view, **({} if n_classes is None else {"n_classes": n_classes}))
+
+
+def input_record(spec) -> dict:
+    """What a detector records of its input space besides the InputSpec: the text domain's vocabulary."""
+    if spec.modality != "text":
+        return {}
+    return {"vocabulary": {"source": "jaxprov.text_corpus", "size": spec.vocab_size,
+                           "sha256": text_corpus.vocab_digest(), "corpus_sha256": text_corpus.digest()}}
 
 
 def recipe_digest(recipe: Mapping) -> str:
@@ -100,11 +131,13 @@ def zoo_lineage(root: str | Path) -> tuple[dict, dict]:
     return models, entries
 
 
-def train_from_preset(preset_name: str, out: str | Path, arch: dna_lib.Architecture = dna_lib.Architecture(),
+def train_from_preset(preset_name: str | None, out: str | Path, arch: dna_lib.Architecture | None = None,
                       config: dna_lib.TrainConfig = dna_lib.TrainConfig(), log: Callable[[str], None] = print,
-                      zoo: str | Path | None = None, command: str | None = None) -> dna_lib.Detector:
+                      zoo: str | Path | None = None, command: str | None = None,
+                      view: str = "logits") -> dna_lib.Detector:
     """Build (resumably) a preset's DNA training zoo under OUT/zoo, or read the zoo folder `zoo`,
-    train a detector (checkpointed in OUT) and save it to OUT."""
+    train a detector (checkpointed in OUT) and save it to OUT. Without `arch`, the architecture
+    fits the zoo's input space (`default_architecture`)."""
     from jaxprov.training import recipe as zoo_recipe
 
     out = Path(out)
@@ -119,10 +152,20 @@ def train_from_preset(preset_name: str, out: str | Path, arch: dna_lib.Architect
         models, entries = zoo_lineage(zoo)
         digest = recipe_digest({n: e for n, e in sorted(entries.items())})
         source = {"zoo": str(Path(zoo).absolute())}
-    log(f"[2/3] outputs of {len(models)} models on {TRAIN_PROBES} probes ({TRAIN_SEEDS})")
-    data = training_set(models, entries)
+    spec = next(iter(models.values())).input_spec
+    seeds = PRESETS[preset_name].seeds if zoo is None else _held_out_seeds(entries)
+    log(f"[2/3] outputs of {len(models)} models on {min(TRAIN_PROBES, split_size(seeds))} probes ({seeds})")
+    data = training_set(models, entries, seeds=seeds)
     log("[3/3] training (resumable)")
+    arch = default_architecture(spec, view) if arch is None else arch
     det = dna_lib.train(data, arch, config, out=out, log=log, name=out.name, recipe_digest=digest)
-    det = det.with_params(det.params, training=source, command=command or "")
+    det = det.with_params(det.params, training=source, command=command or "", **input_record(spec))
     det.save(out)
     return det
+
+
+def _held_out_seeds(entries: Mapping[str, dict]) -> str:
+    """The probe source of a zoo folder: the test split of its training domain (text:test for a
+    text zoo, else mnist:test, the benchmark's)."""
+    domains = {str(e["data"]).partition(":")[0] for e in entries.values() if "data" in e}
+    return "text:test" if domains and domains <= set(datasets.TEXT_DOMAINS) else TRAIN_SEEDS

@@ -61,6 +61,19 @@ class Preset:
     seeds: str = "mnist:test"
     n_boot: int = 1000
     device_note: str = "CPU"
+    # The data domain every split of REUSE_TYPES and of the bases is read from ("mnist:finetune" ->
+    # "<domain>:finetune"), and the reuse types made from each base (None: all of REUSE_TYPES).
+    domain: str = "mnist"
+    reuse_types: Sequence[str] | None = None
+
+    def reuses(self) -> list[str]:
+        """The reuse types derived from each base, in REUSE_TYPES order."""
+        return [t for t in REUSE_TYPES if self.reuse_types is None or t in self.reuse_types]
+
+    def split(self, name_split: str) -> str:
+        """A REUSE_TYPES data split ("mnist:finetune") in this preset's domain."""
+        domain, _, split = name_split.partition(":")
+        return f"{self.domain}:{split}" if domain == "mnist" else name_split
 
 
 _SMALL_STAGES = {
@@ -149,6 +162,43 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Text (issue 11 point 4): tiny BERT classifiers of the text domain (jaxprov.text_corpus: docstring
+# sentences of the Python standard library, 6 classes), two configs ("bert-text": 2 layers, hidden
+# 64; "bert-text-small": 1 layer, hidden 32). The reuse types that apply to a token-id model (no
+# adversarial extraction: token ids are not perturbed; no transfer: the text domain is one), and the
+# methods that read token inputs (DDV, SAC, IPGuard and mistakes perturb continuous inputs).
+TEXT_REUSE_TYPES = ("finetune-last", "finetune-all", "prune-50", "quantize-int8", "distill-same-arch",
+                    "extract-labels-same-arch", "extract-labels-other-arch")
+PRESETS["text"] = Preset(
+    name="text",
+    bases={"val": [("bert-text", 101), ("bert-text", 102), ("bert-text", 103)],
+           "test": [("bert-text", 201), ("bert-text", 202), ("bert-text", 203)]},
+    independents={g: [("bert-text", s + 11, "text:base", ("finetune-all",)),
+                      ("bert-text-small", s + 12, "text:base", ()),
+                      ("bert-text", s + 13, "text:base", ())]
+                  for g, s in (("val", 100), ("test", 200))},
+    nulls={g: [("bert-text", s + 21), ("bert-text", s + 22), ("bert-text-small", s + 23),
+               ("bert-text-small", s + 24)] for g, s in (("val", 100), ("test", 200))},
+    other_arch={"bert-text": "bert-text-small", "bert-text-small": "bert-text"},
+    stages={"train": {"epochs": 10, "lr": 2e-3}, "finetune": {"epochs": 3, "lr": 3e-4},
+            "prune": {"epochs": 3, "lr": 1e-3}, "extract": {"epochs": 10, "lr": 2e-3}},
+    adversarial={}, method_config={"gradient_field": {"n_seeds": 64, "steps": 25}, "cka": {"n_seeds": 200}},
+    methods=("gradient_field", "cka", "weights"), seeds="text:test", n_boot=1000,
+    domain="text", reuse_types=TEXT_REUSE_TYPES)
+# The text protocol at test-suite size (tests/test_text.py): the smaller config only, two bases per
+# group with three weight-sharing children each, two independents, no nulls, short training.
+PRESETS["text-ci"] = dataclasses.replace(
+    PRESETS["text"], name="text-ci",
+    bases={"val": [("bert-text-small", 101), ("bert-text-small", 102)],
+           "test": [("bert-text-small", 201), ("bert-text-small", 202)]},
+    independents={g: [("bert-text-small", s + 11, "text:base", ()), ("bert-text-small", s + 12, "text:base", ())]
+                  for g, s in (("val", 100), ("test", 200))},
+    nulls={"val": [], "test": []},
+    stages={"train": {"epochs": 5, "lr": 3e-3}, "finetune": {"epochs": 2, "lr": 3e-4},
+            "prune": {"epochs": 1, "lr": 1e-3}, "extract": {"epochs": 5, "lr": 2e-3}},
+    reuse_types=("finetune-all", "prune-50", "quantize-int8"), n_boot=200)
+
+
 # A learned detector (`jaxprov.dna`) trains on lineages of its own: the preset's protocol (every reuse
 # type, independents and their children, nulls) from other base models and seeds, so that no model of
 # the val group (which fits the default verdict) or of the test group (which scores it) is a relative
@@ -161,7 +211,7 @@ def dna_training_preset(preset: Preset, n_bases: int = 4) -> Preset:
     """The preset's protocol as one "train" group of `n_bases` bases (MLP and LeNet alternating for
     the small presets), its independents and nulls, all from seeds 3xx."""
     s = DNA_TRAINING_SEEDS
-    archs = sorted({a for a, _ in preset.bases["val"]}, key=[a for a, _ in preset.bases["val"]].index)
+    archs = list(dict.fromkeys(a for a, _ in preset.bases["val"]))
     bases = [(archs[i % len(archs)], s + 1 + i) for i in range(n_bases)]
     shift = lambda seed: seed % 100 + s  # noqa: E731 - the val group's seed pattern moved to 3xx
     independents = [(a, shift(seed), data, children) for a, seed, data, children in preset.independents["val"]]

@@ -28,6 +28,8 @@ def _derivation(name: str, parent: str, parent_arch: str, reuse: str, preset: Pr
             v = preset.other_arch[parent_arch]
         elif v == "{adversarial}":
             v = dict(preset.adversarial)
+        elif k == "data":
+            v = preset.split(v)
         entry[k] = v
     if stage is not None:
         s = preset.stages[stage]
@@ -49,24 +51,26 @@ def make_recipe(preset: Preset) -> dict:
     for group in preset.bases:  # GROUPS for the benchmark's presets; the DNA training zoo has its own
         for i, (arch, seed) in enumerate(preset.bases[group]):
             base = f"{group}-b{i}-{arch}"
-            trained(base, arch, seed, "mnist:base", "base", group, "base")
-            for reuse in REUSE_TYPES:
+            trained(base, arch, seed, f"{preset.domain}:base", "base", group, "base")
+            for reuse in preset.reuses():
                 if reuse == "average-siblings":
                     continue
                 entries.append(_derivation(f"{base}--{reuse}", base, arch, reuse, preset, group, "positive"))
+            if "average-siblings" not in preset.reuses():
+                continue
             sibling = _derivation(f"{base}--{SIBLING}", base, arch, "finetune-all", preset, group, "positive")
             entries.append(sibling)
             entries.append({"name": f"{base}--average-siblings", "op": "average", "parent": base,
                             "parents": [f"{base}--finetune-all", sibling["name"]], "role": "positive",
                             "reuse": "average-siblings", "group": group})
         for i, (arch, seed, data, children) in enumerate(preset.independents[group]):
-            kind = "other-data" if not data.startswith("mnist") else "independent"
+            kind = "other-data" if not data.startswith(preset.domain) else "independent"
             name = f"{group}-i{i}-{arch}" + ("-digits" if kind == "other-data" else "")
             trained(name, arch, seed, data, "independent", group, kind)
             for reuse in children:
                 entries.append(_derivation(f"{name}--{reuse}", name, arch, reuse, preset, group, "independent-child"))
         for i, (arch, seed) in enumerate(preset.nulls[group]):
-            trained(f"{group}-null{i}-{arch}", arch, seed, "mnist:base", "null", group, "null")
+            trained(f"{group}-null{i}-{arch}", arch, seed, f"{preset.domain}:base", "null", group, "null")
     return {"name": f"reuse-{preset.name}", "models": entries}
 
 

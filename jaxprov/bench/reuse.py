@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxprov.bench import report
 from jaxprov.bench.evaluation import evaluate, fit_default
-from jaxprov.bench.presets import GROUPS, PRESETS, REUSE_TYPES
+from jaxprov.bench.presets import GROUPS, PRESETS
 from jaxprov.bench.protocol import make_recipe
 from jaxprov.bench.scoring import add_evidence, score_pairs
 from jaxprov.cache import SignatureCache
@@ -94,7 +94,7 @@ def run(preset_name: str, out: str | Path, log: Callable[[str], None] = print, c
                                     "models": sum(e["group"] == g for e in entries.values()),
                                     "nulls": [n for n, e in entries.items() if e["group"] == g and e["role"] == "null"]}
                                 for g in GROUPS},
-                     "reuse_types": list(REUSE_TYPES), "methods": list(preset.methods),
+                     "reuse_types": preset.reuses(), "methods": list(preset.methods),
                      "method_config": {k: dict(v) for k, v in preset.method_config.items()},
                      "stages": {k: dict(v) for k, v in preset.stages.items()}, "seeds": preset.seeds,
                      "adversarial": dict(preset.adversarial), "n_boot": preset.n_boot,

@@ -61,13 +61,15 @@ class Architecture:
     encoder_hidden: int = 64
     embedding_hidden: int | None = 64
     embed: int = 32
+    vocab_size: int | None = None  # the "tokens" encoder's vocabulary (text detectors)
 
     @property
     def width(self) -> int:
         return views.width(self.view, self.n_classes, self.k)
 
     def encoder_module(self) -> Encoder | None:
-        return None if self.encoder is None else Encoder(self.width, self.encoder, self.encoder_hidden)
+        return None if self.encoder is None else Encoder(self.width, self.encoder, self.encoder_hidden,
+                                                         self.vocab_size)
 
     def embedding_module(self) -> Embedding | None:
         return None if self.embedding_hidden is None else Embedding(self.embedding_hidden, self.embed)
@@ -103,11 +105,12 @@ class Detector:
 
     def encode(self, x) -> jax.Array:
         """g(x) [n, W] for probe inputs in the model's input space (zeros without an encoder)."""
-        n = int(np.shape(x)[0])
+        x = as_inputs(x)
+        n = n_items(x)
         if self.arch.encoder is None:
             return jnp.zeros((n, self.arch.width), jnp.float32)
         apply = _encoder_apply(self.arch)
-        return jnp.concatenate([apply(self.params["g"], jnp.asarray(x[i:i + ENCODE_CHUNK], jnp.float32))
+        return jnp.concatenate([apply(self.params["g"], jax.tree_util.tree_map(lambda a: a[i:i + ENCODE_CHUNK], x))
                                 for i in range(0, n, ENCODE_CHUNK)], axis=0)
 
     def dna(self, g_x: jax.Array, logits: jax.Array) -> jax.Array:
@@ -170,6 +173,17 @@ class Detector:
         return target
 
 
+def as_inputs(x):
+    """Probe inputs as g takes them: a float32 array, or a text model's dict of int32 token arrays."""
+    if isinstance(x, Mapping):
+        return {str(k): jnp.asarray(v, jnp.int32) for k, v in x.items()}
+    return jnp.asarray(x, jnp.float32)
+
+
+def n_items(x) -> int:
+    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
 def _host(params):
     return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), dict(params))
 
@@ -189,10 +203,13 @@ def _encoder_apply(arch: Architecture):
 
 def _space(spec: InputSpec) -> tuple:
     rounded = lambda v: None if v is None else tuple(round(float(x), 6) for x in v)  # noqa: E731
-    return (spec.modality, spec.layout, tuple(spec.shape), rounded(spec.mean), rounded(spec.std))
+    vocab = spec.vocab_size if spec.modality == "text" else None  # token ids mean nothing in another vocabulary
+    return (spec.modality, spec.layout, tuple(spec.shape), rounded(spec.mean), rounded(spec.std), vocab)
 
 
 def _describe(spec: InputSpec) -> str:
+    if spec.modality == "text":
+        return f"text ({spec.shape[0]} tokens of a {spec.vocab_size}-token vocabulary)"
     shape = "x".join(str(s) for s in spec.shape)
     norm = "" if spec.mean is None else f", normalised by mean {list(spec.mean)} std {list(spec.std)}"
     return f"{spec.modality} {shape}{norm}"
@@ -246,7 +263,9 @@ def read_meta(directory: Path) -> dict:
     if not isinstance(arch, dict) or set(arch) - set(fields):
         raise bad("its architecture is missing or has unknown fields")
     checks = {"view": lambda v: v in views.VIEWS, "encoder": lambda v: v is None or v in ENCODERS,
-              "embedding_hidden": lambda v: v is None or _small_int(v)}
+              "embedding_hidden": lambda v: v is None or _small_int(v),
+              "vocab_size": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                                    and 1 <= v <= 1 << 20)}
     for key, value in arch.items():
         ok = checks.get(key, _small_int)(value)
         if not ok:

@@ -27,7 +27,7 @@ from jaxprov.atomic import atomic_write
 from jaxprov.dna import views
 from jaxprov.dna.classifier import logit, pair_similarity
 from jaxprov.dna.contrastive import info_nce
-from jaxprov.dna.detector import Architecture, Detector
+from jaxprov.dna.detector import Architecture, Detector, as_inputs, n_items
 from jaxprov.errors import JaxprovError
 from jaxprov.model import InputSpec
 
@@ -65,7 +65,7 @@ class TrainingSet:
     """The zoo as the detector sees it: probes, every model's outputs on them, and its lineage.
 
     Attributes:
-      x: [n, ...] probe inputs in the models' input space.
+      x: [n, ...] probe inputs in the models' input space (text: a dict of [n, L] token arrays).
       logits: per model, its outputs on x [n, C_m] (C_m may differ: transfer to a new label space).
       names: the models, aligned with `logits`.
       ancestors: model -> the models it descends from.
@@ -93,7 +93,9 @@ class TrainingSet:
     def digest(self) -> str:
         h = hashlib.sha256(json.dumps([list(self.names), sorted((k, sorted(v)) for k, v in self.ancestors.items()),
                                        list(self.references)]).encode())
-        h.update(np.ascontiguousarray(self.x, np.float32).tobytes())
+        for leaf in jax.tree_util.tree_leaves(self.x):  # an array, or a text model's dict of token ids
+            leaf = np.asarray(leaf)
+            h.update(np.ascontiguousarray(leaf, leaf.dtype if leaf.dtype.kind in "iu" else np.float32).tobytes())
         for a in self.logits:
             h.update(np.ascontiguousarray(a, np.float32).tobytes())
         return h.hexdigest()
@@ -125,11 +127,12 @@ def train(data: TrainingSet, arch: Architecture = Architecture(), config: TrainC
     if not pairs.size or pairs[:, 2].min() == 1 or pairs[:, 2].max() == 0:
         raise JaxprovError("dna train: the zoo needs both derived and independent pairs (a base with "
                            "children and a model unrelated to it)")
-    n = int(np.shape(data.x)[0])
+    n = n_items(data.x)
     if n < config.probes_per_step:
         raise JaxprovError(f"dna train: {n} probes, fewer than probes_per_step={config.probes_per_step}")
     v = jnp.asarray(_views(data, arch))
-    x = jnp.asarray(data.x, jnp.float32)
+    x = as_inputs(data.x)
+    take_x = lambda idx: jax.tree_util.tree_map(lambda a: a[idx], x)  # noqa: E731
     params = arch.init(jax.random.PRNGKey(config.seed), data.input_spec)
     g_mod, h_mod = arch.encoder_module(), arch.embedding_module()
     stamp = hashlib.sha256(json.dumps([dataclasses.asdict(arch), dataclasses.asdict(config), data.digest()])
@@ -150,7 +153,7 @@ def train(data: TrainingSet, arch: Architecture = Architecture(), config: TrainC
     @jax.jit
     def step1(g_params, opt_state, probe_idx, anchor_idx, pos_idx, neg_idx):
         def loss_fn(gp):
-            gx = encode(gp, x[probe_idx])[None]  # [1, P, W]
+            gx = encode(gp, take_x(probe_idx))[None]  # [1, P, W]
             take = lambda idx: v[idx][..., probe_idx, :]  # noqa: E731
             return info_nce(take(anchor_idx) + gx, take(pos_idx) + gx, take(neg_idx) + gx[None],
                             config.temperature)

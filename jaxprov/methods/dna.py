@@ -54,7 +54,8 @@ class DNA(Method):
         det = self.load()
         if reference is not None:
             det.check_input(reference.input_spec, f"model {reference.name!r}")
-        x = continuous_inputs(seeds, self.name)
+        x = ({k: np.asarray(v, np.int32) for k, v in seeds.inputs.items()} if isinstance(seeds.inputs, dict)
+             else continuous_inputs(seeds, self.name))  # text: g encodes the token ids themselves
         meta = {**seeds.meta, "method": self.name, "config": self.config(),
                 "detector": {"name": det.name, "digest": det.digest}}
         return Probes(inputs={"x": x, "g": np.asarray(det.encode(x))}, meta=meta)

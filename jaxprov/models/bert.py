@@ -199,6 +199,12 @@ def _input_spec(config: BertConfig) -> InputSpec:
 
 BERT_BASE = BertConfig()
 MINILM_L6 = BertConfig(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536)
+# Tiny classifiers of the text domain (jaxprov.text_corpus: 32 tokens of a 2,000-token vocabulary,
+# 6 classes), small enough to train on a CPU in seconds: the text preset's base config and its
+# smaller config (independents of another size, extraction into a smaller student).
+BERT_TEXT = BertConfig(vocab_size=2000, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                       max_position_embeddings=32, num_labels=6)
+BERT_TEXT_SMALL = dataclasses.replace(BERT_TEXT, hidden_size=32, num_layers=1, intermediate_size=64)
 
 register(Family(
     name="bert",
@@ -210,7 +216,8 @@ register(Family(
 register(Family(
     name="bert_cls",
     variants={"bert-base-cls": dataclasses.replace(BERT_BASE, num_labels=2),
-              "minilm-l6-cls": dataclasses.replace(MINILM_L6, num_labels=2)},
+              "minilm-l6-cls": dataclasses.replace(MINILM_L6, num_labels=2),
+              "bert-text": BERT_TEXT, "bert-text-small": BERT_TEXT_SMALL},
     build=_build_classifier,
     input_spec=_input_spec,
     output_kind="logits",

@@ -37,7 +37,7 @@ from jaxprov.models.multi_exit import num_exits
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.probes import key_repr
-from jaxprov.training.loop import accuracy, fit, key_path, predict, sdn_weights, tree_mask
+from jaxprov.training.loop import accuracy, fit, key_path, n_items, predict, sdn_weights, tree_mask
 
 
 def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,
@@ -230,7 +230,7 @@ def distill(teacher: Model, student_arch: str, x, key: jax.Array, epochs: int, t
         params = fit(student, x, targets, key, epochs, lr, batch, "soft", temperature=temperature, attack=attack)
     settings = {"student_arch": student.arch, "temperature": None if hard_labels else temperature,
               "hard_labels": hard_labels, "epochs": epochs, "lr": lr, "batch": batch,
-              "n_queries": int(x.shape[0]), "key": key_repr(key),
+              "n_queries": n_items(x), "key": key_repr(key),
               "adversarial": None if attack is None else dict(zip(("eps", "steps", "step_size"), attack))}
     return _derived(student, params, name or f"{teacher.name}-distilled", teacher.name, "distill", settings,
                     x, np.asarray(labels))

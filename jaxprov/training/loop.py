@@ -37,7 +37,7 @@ def fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch:
 
     Args:
       model: the model to start from.
-      x: inputs [n, ...] in the model's input space.
+      x: inputs [n, ...] in the model's input space (a text model: a dict of [n, L] token arrays).
       targets: integer labels [n] (loss "labels") or probabilities [n, classes] (loss "soft").
       key: PRNG key of the shuffles (epoch e shuffles with fold_in(key, e)).
       epochs: passes over the data; each drops the last partial batch, so every step has one shape.
@@ -52,8 +52,8 @@ def fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch:
       exit_weights: multi-exit models only: epoch -> the K per-exit loss weights of that epoch
         (default: `sdn_weights(K, 1, 1)` every epoch). A traced input: a schedule compiles once.
     """
-    x = jnp.asarray(x, jnp.float32)
-    n = x.shape[0]
+    x = as_inputs(x)
+    n = n_items(x)
     if n != targets.shape[0]:
         raise JaxprovError(f"got {n} inputs but {targets.shape[0]} targets")
     batch = min(batch, n)
@@ -62,7 +62,9 @@ def fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch:
     weights = params["params"]
     state = {k: v for k, v in params.items() if k != "params"}
     mask = tree_mask(weights, lambda path, leaf: True) if mask is None else mask["params"]
-    lo, hi = valid_box(model.input_spec, x.ndim)
+    if attack is not None and isinstance(x, dict):
+        raise JaxprovError("adversarial training perturbs continuous inputs; token ids are not one")
+    lo, hi = valid_box(model.input_spec, 0 if isinstance(x, dict) else x.ndim)
     mutable = tuple(sorted(state)) if train_stats else ()
     step, optimizer = _step_fn(model.module, float(lr), loss, float(temperature), mutable, attack)
     opt_state = optimizer.init(weights)
@@ -71,12 +73,13 @@ def fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch:
         exit_weights = lambda epoch: sdn_weights(k, 1, 1)  # noqa: E731
     for epoch in range(epochs):
         order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
-        xs, ts = x[order], targets[order]
+        xs, ts = jax.tree_util.tree_map(lambda a: a[order], x), targets[order]
         w = jnp.asarray(exit_weights(epoch) if k else np.zeros(0), jnp.float32)
         if w.shape != (k,):
             raise JaxprovError(f"exit_weights gave {w.shape[0]} weights for a model with {k} exits")
         for i in range(steps):
-            weights, state, opt_state = step(weights, state, opt_state, mask, xs[i], ts[i], lo, hi, w)
+            xb = jax.tree_util.tree_map(lambda a: a[i], xs)
+            weights, state, opt_state = step(weights, state, opt_state, mask, xb, ts[i], lo, hi, w)
     return {**params, "params": weights, **state}
 
 
@@ -91,7 +94,21 @@ def sdn_weights(k: int, epoch: int, epochs: int) -> np.ndarray:
 def predict(model: Model, x) -> jax.Array:
     """The model's outputs on `x`, evaluated in fixed-size batches."""
     apply = _jitted_apply(model.apply)
-    return jnp.concatenate([apply(model.params, x[i:i + EVAL_BATCH]) for i in range(0, x.shape[0], EVAL_BATCH)])
+    x = as_inputs(x)
+    return jnp.concatenate([apply(model.params, jax.tree_util.tree_map(lambda a: a[i:i + EVAL_BATCH], x))
+                            for i in range(0, n_items(x), EVAL_BATCH)])
+
+
+def as_inputs(x):
+    """Inputs as the training loop holds them: float32 arrays, or a text model's dict of int32 token arrays."""
+    if isinstance(x, dict):
+        return {k: jnp.asarray(v, jnp.int32) for k, v in x.items()}
+    return jnp.asarray(x, jnp.float32)
+
+
+def n_items(x) -> int:
+    """The number of examples in inputs `x` (an array, or a dict of arrays with one leading axis)."""
+    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
 def accuracy(model: Model, x, y) -> float:
