@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--train", required=True)
     ap.add_argument("--out", default=str(ROOT / "docs/results/dna.json"))
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--training-bases", type=int, default=4, help="bases of the DNA training zoo (default 4)")
     ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
     ap.add_argument("--ship", help="copy the main detector here (jaxprov/data/dna/mnist)")
     ap.add_argument("--verdict-out", help="write the new default verdict here (jaxprov/data/verdict.json)")
@@ -100,7 +101,7 @@ def main() -> None:
     doc = json.loads((bench / "reuse.json").read_text())
     recipe = make_recipe(preset)
     models = zoo_recipe.build(recipe, bench / "zoo")
-    train_recipe = bench_dna.training_recipe(args.preset)
+    train_recipe = bench_dna.training_recipe(args.preset, args.training_bases)
     train_models = zoo_recipe.build(train_recipe, train_root / "zoo")
     train_entries = {e["name"]: e for e in train_recipe["models"]}
     roots = bench_dna.lineage_roots({**train_entries, **{e["name"]: e for e in recipe["models"]}})
