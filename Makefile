@@ -1,6 +1,10 @@
 # Entry points, each self-contained on a fresh machine: `make demo`, `make test` (the whole suite,
 # as CI runs it) and `make test-fast` (everything but the tests that train a zoo, for the inner loop).
+# Both run the suite on WORKERS pytest-xdist processes (one per core of the 2-core CI machine), the
+# tests sharing a zoo or a module's fixtures on one worker (tests/conftest.py groups them), then the
+# `serial` tests (results that rest on measured time) on their own; exit 5 is "none selected".
 PYTHON ?= python3
+WORKERS ?= 2
 VENV ?= .venv
 PIP = $(VENV)/bin/pip
 # torch is only for conversion through transformers and for the parity tests; these pins match
@@ -26,11 +30,14 @@ $(VENV)/.test: $(VENV)/bin/python pyproject.toml
 demo: $(VENV)/.demo
 	$(VENV)/bin/jaxprov demo
 
+PYTEST = $(VENV)/bin/python -m pytest -q
 test: $(VENV)/.test
-	$(VENV)/bin/python -m pytest -q
+	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not serial"; a=$$?; \
+	$(PYTEST) -m serial; b=$$?; [ $$a -eq 0 ] && { [ $$b -eq 0 ] || [ $$b -eq 5 ]; }
 
 test-fast: $(VENV)/.test
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not slow and not serial"; a=$$?; \
+	$(PYTEST) -m "serial and not slow"; b=$$?; [ $$a -eq 0 ] && { [ $$b -eq 0 ] || [ $$b -eq 5 ]; }
 
 clean:
 	rm -rf $(VENV) jaxprov-demo

@@ -1,5 +1,6 @@
 """Test settings in the spirit of equinox's: loud dtype/rank promotion, several simulated CPU devices,
-and a `slow` marker on every test that trains a zoo (`make test-fast` leaves them out)."""
+a `slow` marker on every test that trains a zoo (`make test-fast` leaves them out), a `serial` marker
+on the tests whose results rest on measured time, and the xdist groups of `make test`'s parallel run."""
 
 import os
 
@@ -30,12 +31,44 @@ def max_rel_diff(a, b) -> float:
 
 # Fixtures that train a zoo (minutes on a 2-core CPU): every test using one is marked `slow`.
 ZOO_FIXTURES = ("mnist_zoo", "ci_run", "exits_zoo", "text_ci_zoo")
+# Fixtures whose results rest on measured time (the exits zoo's timing fingerprint is calibrated when
+# it is built): every test using one is marked `serial`; `make test` runs those after the parallel
+# run, on their own, so no busy worker beside them shifts the timings.
+TIMING_FIXTURES = ("exits_zoo",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups and `-m` selects on the markers
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if any(name in ZOO_FIXTURES for name in getattr(item, "fixturenames", ())):
+        names = getattr(item, "fixturenames", ())
+        if any(name in ZOO_FIXTURES for name in names):
             item.add_marker(pytest.mark.slow)
+        if any(name in TIMING_FIXTURES for name in names):
+            item.add_marker(pytest.mark.serial)
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") == "loadgroup":
+        for item, group in zip(items, xdist_groups(items)):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def xdist_groups(items) -> list[str]:
+    """The xdist group of each item (`make test` runs `pytest -n N --dist loadgroup`): a module's tests
+    stay on one worker (module fixtures are built once), and so do all the modules that use one zoo
+    fixture (the zoo is trained once, by one worker, whether or not pytest's cache holds it)."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        for zoo in ZOO_FIXTURES:
+            if zoo in getattr(item, "fixturenames", ()):
+                a, b = root(zoo), root(module)
+                if a != b:  # the zoo's name stays the group's name
+                    parent[b] = a
+    return [root(item.nodeid.split("::", 1)[0]) for item in items]
 
 
 # PyTorch is imported by the tests that use it, through these fixtures (skipped without it), so
