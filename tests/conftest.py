@@ -3,6 +3,8 @@ a `slow` marker on every test that trains a zoo (`make test-fast` leaves them ou
 on the tests whose results rest on measured time, and the xdist groups of `make test`'s parallel run."""
 
 import os
+import re
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +39,7 @@ ZOO_FIXTURES = ("mnist_zoo", "ci_run", "exits_zoo", "text_ci_zoo")
 TIMING_FIXTURES = ("exits_zoo",)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups and `-m` selects on the markers
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers
 def pytest_collection_modifyitems(config, items):
     for item in items:
         names = getattr(item, "fixturenames", ())
@@ -45,15 +47,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if any(name in TIMING_FIXTURES for name in names):
             item.add_marker(pytest.mark.serial)
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") == "loadgroup":
-        for item, group in zip(items, xdist_groups(items)):
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
-def xdist_groups(items) -> list[str]:
-    """The xdist group of each item (`make test` runs `pytest -n N --dist loadgroup`): a module's tests
-    stay on one worker (module fixtures are built once), and so do all the modules that use one zoo
-    fixture (the zoo is trained once, by one worker, whether or not pytest's cache holds it)."""
+def xdist_groups(tests: Path) -> dict[str, str]:
+    """{test module's node id: its group} for `make test`'s parallel run: a module's tests stay on one
+    worker (its module fixtures are built once), and all the modules that name one zoo fixture share
+    that zoo's group (the zoo is trained once, by one worker, with or without pytest's cache).
+
+    Read from the modules' source, since xdist's controller sees node ids, not fixtures: a module
+    naming a zoo fixture (`tests/test_notebook.py`'s `mnist_zoo`) takes its tests there. (xdist's own
+    `xdist_group` marks do not reach the controller under pytest 9.2: xdist 3.8 appends the group to
+    `item._nodeid`, which pytest 9.2's `nodeid` no longer reads.)"""
     parent: dict[str, str] = {}
 
     def root(name: str) -> str:
@@ -61,14 +65,32 @@ def xdist_groups(items) -> list[str]:
             name = parent[name]
         return name
 
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
+    modules = {f"{tests.name}/{path.name}": path.read_text(encoding="utf-8") for path in sorted(tests.glob("test_*.py"))}
+    for module, source in modules.items():
         for zoo in ZOO_FIXTURES:
-            if zoo in getattr(item, "fixturenames", ()):
+            if re.search(rf"\b{zoo}\b", source):
                 a, b = root(zoo), root(module)
                 if a != b:  # the zoo's name stays the group's name
                     parent[b] = a
-    return [root(item.nodeid.split("::", 1)[0]) for item in items]
+    return {module: root(module) for module in modules}
+
+
+@pytest.hookimpl(optionalhook=True)  # the hook exists only where pytest-xdist is installed
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` (what `make test` runs) schedules by `xdist_groups`: each group is one unit
+    of work, handed to the next free worker in file order (`--no-loadscope-reorder`)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups = xdist_groups(Path(__file__).resolve().parent)
+
+    class ZooGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return groups.get(module, module)
+
+    return ZooGroups(config, log)
 
 
 # PyTorch is imported by the tests that use it, through these fixtures (skipped without it), so
