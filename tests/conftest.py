@@ -57,7 +57,7 @@ def xdist_groups(tests: Path) -> dict[str, str]:
     Read from the modules' source, since xdist's controller sees node ids, not fixtures: a module
     naming a zoo fixture (`tests/test_notebook.py`'s `mnist_zoo`) takes its tests there. (xdist's own
     `xdist_group` marks do not reach the controller under pytest 9.2: xdist 3.8 appends the group to
-    `item._nodeid`, which pytest 9.2's `nodeid` no longer reads.)"""
+    `item._nodeid`, which pytest 9.2's `nodeid` no longer reads: pytest-dev/pytest-xdist#1386.)"""
     parent: dict[str, str] = {}
 
     def root(name: str) -> str:
