@@ -47,6 +47,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if any(name in TIMING_FIXTURES for name in names):
             item.add_marker(pytest.mark.serial)
+    if getattr(config.option, "loadgroup", False):  # an xdist worker of `make test`'s parallel run
+        # The zoo groups, the longest, first (in ZOO_FIXTURES' order), then the rest in file order:
+        # the workers take groups in this order, and a long group started last would end the run late.
+        groups, rank = xdist_groups(Path(__file__).resolve().parent), {zoo: i for i, zoo in enumerate(ZOO_FIXTURES)}
+        items.sort(key=lambda item: rank.get(groups.get(item.nodeid.split("::", 1)[0], ""), len(rank)))
 
 
 def xdist_groups(tests: Path) -> dict[str, str]:
@@ -78,7 +83,8 @@ def xdist_groups(tests: Path) -> dict[str, str]:
 @pytest.hookimpl(optionalhook=True)  # the hook exists only where pytest-xdist is installed
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` (what `make test` runs) schedules by `xdist_groups`: each group is one unit
-    of work, handed to the next free worker in file order (`--no-loadscope-reorder`)."""
+    of work, handed to the next free worker in the order the workers collected (`--no-loadscope-reorder`):
+    the zoo groups first (pytest_collection_modifyitems), then file order."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
