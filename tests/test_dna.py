@@ -118,6 +118,32 @@ def test_training_resumes_from_its_checkpoint_to_the_same_detector(toy, toy_dete
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+def test_another_trainings_checkpoint_restarts_with_a_line_and_a_damaged_one_is_refused(toy, toy_detector, tmp_path):
+    """jaxprov.checkpoint's rule, from DNA's side (MAP's: tests/test_protect.py)."""
+    import dataclasses
+    import shutil
+
+    _, _, data = toy
+    out, _ = toy_detector
+    shutil.copy(out / "checkpoint.npz", tmp_path / "checkpoint.npz")  # TINY's finished run
+    lines = []
+    short = dataclasses.replace(TINY, stage1_steps=0, stage2_steps=1)  # one step: compiles one function
+    dna.train(data, dna.Architecture(), short, out=tmp_path, log=lines.append)
+    assert lines[0] == f"  {tmp_path / 'checkpoint.npz'}: a checkpoint of another DNA training (other settings or " \
+                       "data); starting afresh"
+    before = json.loads(np.load(out / "checkpoint.npz")["meta.json"])
+    after = json.loads(np.load(tmp_path / "checkpoint.npz")["meta.json"])  # overwritten by this run's
+    assert after["stamp"] != before["stamp"] and after["meta"] == {"stage": 2, "step": 0}
+    assert not any("resuming" in line for line in lines)
+    for damage in (b"", b"PK\x03\x04 cut short", (out / "checkpoint.npz").read_bytes()[:-30]):
+        (tmp_path / "checkpoint.npz").write_bytes(damage)
+        with pytest.raises(JaxprovError) as err:
+            dna.train(data, dna.Architecture(), short, out=tmp_path, log=lambda line: None)
+        line = str(err.value)
+        assert line.startswith(f"{tmp_path / 'checkpoint.npz'}: not a readable training checkpoint")
+        assert "\n" not in line and "delete it" in line
+
+
 def test_dna_trained_on_the_val_lineages_ranks_held_out_derived_pairs_above_independent_ones(ci_run, tmp_path):
     """The reuse benchmark's ci zoo: train on the val group, score the test group, whose bases,
     independents and nulls are other models (split by base: no lineage in common)."""
@@ -161,6 +187,12 @@ def test_cli_trains_on_a_zoo_folder_shows_the_detector_and_compares_with_it(toy,
     assert "stage 2 (classifier): step 20/20" in text and "ETA" in text and "DNA detector written" in text
     assert cli.main(["dna", "train", "--zoo", str(tmp_path / "zoo"), "--out", str(out), "--steps", "20"]) == 0
     assert "resuming from" in capsys.readouterr().out  # the finished run's checkpoint: nothing is redone
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    assert cli.main(["dna", "train", "--zoo", str(tmp_path / "zoo"), "--out", str(damaged), "--steps", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{damaged / 'checkpoint.npz'}: not a readable training checkpoint" in err
     assert cli.main(["dna", "info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "input space: image 28x28x1" in info and "trained on 8 models (mlp)" in info

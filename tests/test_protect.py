@@ -4,6 +4,7 @@ bit, the protected model is a normal stored model; runs resume; synthesis, metri
 CLI's one-line errors. One source model (MNIST-M-trained lenet_bn on a subset) is shared by the module."""
 
 import json
+import zipfile
 
 import jax
 import numpy as np
@@ -102,11 +103,23 @@ def test_a_run_resumes_from_its_checkpoint_exactly(source, domains, tmp_path):
     assert resumed.resumed_from == 8
     for k in straight.scores:
         assert np.array_equal(straight.scores[k], resumed.scores[k])
-    other = protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, alpha=2.0), jax.random.PRNGKey(3),
-                          checkpoint)
-    assert other.resumed_from == 0  # another run's checkpoint is not resumed
+    # jaxprov.checkpoint's rule: another run's checkpoint is ignored with a line (and overwritten) ...
+    with pytest.warns(UserWarning, match=f"{checkpoint}: a checkpoint of another MAP mask run"):
+        other = protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, alpha=2.0),
+                              jax.random.PRNGKey(3), checkpoint)
+    assert other.resumed_from == 0
+    # ... one of this run that does not fit its state, or a damaged file, is refused with one line.
+    with zipfile.ZipFile(checkpoint) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(checkpoint, "w") as z:
+        for n, raw in members.items():
+            z.writestr(n, raw if n != "leaf0.npy" else raw[:-4])
+    with pytest.raises(JaxprovError, match="does not fit this run") as err:
+        protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, alpha=2.0), jax.random.PRNGKey(3),
+                      checkpoint)
+    assert str(err.value).startswith(f"{checkpoint}: ") and "delete it" in str(err.value)
     checkpoint.write_bytes(b"not an npz")
-    with pytest.raises(JaxprovError, match="not a readable MAP checkpoint"):
+    with pytest.raises(JaxprovError, match="not a readable training checkpoint"):
         protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), checkpoint)
 
 
@@ -208,7 +221,14 @@ def test_cli_bad_inputs_are_one_line_and_write_nothing(source, tmp_path, capsys)
     assert "no BatchNorm" in _cli_error(["protect", "map", str(plain), "--out", str(out), "--setting", "data-free",
                                          "--synthesis", "bn"], capsys)
     assert str(tmp_path / "missing") in _cli_error(["protect", "eval", str(tmp_path / "missing")], capsys)
-    assert not out.exists()
+    images = tmp_path / "images.npz"
+    np.savez(images, x=np.zeros((4, 28, 28, 3), np.float32))
+    damaged = tmp_path / ".out.map-checkpoint.npz"  # where the CLI keeps the run's checkpoint
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    line = _cli_error(base + ["--setting", "source-available", "--authorised", str(images), "--unauthorised",
+                              str(images)], capsys)
+    assert line.startswith(f"jaxprov: error: {damaged}: not a readable training checkpoint") and "delete it" in line
+    assert not out.exists() and damaged.read_bytes() == b"PK\x03\x04 cut short"
 
 
 def test_fine_tuning_on_unauthorised_labels_brings_accuracy_back(source, protected, domains):

@@ -4,15 +4,15 @@ the P(derived) head, on labelled pairs), on the outputs of a zoo whose lineage i
 The zoo's models are fixed: their outputs on the training probes are computed once (by the caller,
 `jaxprov.bench.dna.training_set`) and only g, h and the head learn. Every step draws its probes,
 anchors and pairs from a generator seeded by (config seed, stage, step), so a run resumed from its
-checkpoint (`OUT/checkpoint.npz`, written every `checkpoint_every` steps) takes exactly the steps an
-uninterrupted run would have taken.
+checkpoint (`OUT/checkpoint.npz`, `jaxprov.checkpoint`, written every `checkpoint_every` steps) takes
+exactly the steps an uninterrupted run would have taken. Another training's checkpoint there is
+ignored with a logged line; a damaged one is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import time
 from pathlib import Path
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprov.atomic import atomic_write
+from jaxprov.checkpoint import load_tree, save_tree
 from jaxprov.dna import views
 from jaxprov.dna.classifier import logit, pair_similarity
 from jaxprov.dna.contrastive import info_nce
@@ -244,32 +244,24 @@ class _Progress:
 def _maybe_checkpoint(path: Path | None, stamp: str, state: dict, config: TrainConfig, force: bool = False):
     if path is None or not (force or state["step"] % config.checkpoint_every == 0):
         return
-    leaves = jax.tree_util.tree_leaves({"params": state["params"], "opt": state["opt"]})
-    buffer = io.BytesIO()
-    np.savez(buffer, stamp=np.asarray(stamp), stage=np.asarray(state["stage"]), step=np.asarray(state["step"]),
-             **{f"leaf{i}": np.asarray(a) for i, a in enumerate(leaves)})
-    atomic_write(path, buffer.getvalue())
+    save_tree(path, {"params": state["params"], "opt": state["opt"]}, stamp,
+              {"stage": state["stage"], "step": state["step"]})
 
 
 def _resume(path: Path, stamp: str, fresh: dict, opt, log) -> dict:
     """The checkpointed state when it was written by this same training (same data, architecture and
-    config); otherwise the fresh state (a stale or unreadable checkpoint is ignored, with a line)."""
-    if not path.is_file():
+    config); the fresh state when there is none or it is another training's (with a line); one
+    CheckpointError line for a damaged one (`jaxprov.checkpoint`)."""
+    def template(meta: dict):
+        stage, step = meta.get("stage"), meta.get("step")
+        if stage not in (1, 2) or type(stage) is not int or type(step) is not int or step < 0:
+            return None
+        opt_state = fresh["opt"] if stage == 1 else opt.init({k: fresh["params"][k] for k in ("h", "head")})
+        return {"params": fresh["params"], "opt": opt_state}
+
+    restored = load_tree(path, template, stamp, what="DNA training", log=lambda line: log(f"  {line}"))
+    if restored is None:
         return fresh
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if str(f["stamp"]) != stamp:
-                log(f"  {path}: a checkpoint of another training (data, architecture or config); starting afresh")
-                return fresh
-            stage, step = int(f["stage"]), int(f["step"])
-            template = {"params": fresh["params"],
-                        "opt": fresh["opt"] if stage == 1 else opt.init({"h": fresh["params"]["h"],
-                                                                         "head": fresh["params"]["head"]})}
-            flat, treedef = jax.tree_util.tree_flatten(template)
-            leaves = [jnp.asarray(f[f"leaf{i}"]).astype(a.dtype).reshape(np.shape(a)) for i, a in enumerate(flat)]
-    except (OSError, KeyError, ValueError) as err:
-        log(f"  {path}: unreadable checkpoint ({type(err).__name__}); starting afresh")
-        return fresh
-    restored = jax.tree_util.tree_unflatten(treedef, leaves)
-    log(f"  resuming from {path}: stage {stage}, step {step}")
-    return {"stage": stage, "step": step, **restored}
+    tree, meta = restored
+    log(f"  resuming from {path}: stage {meta['stage']}, step {meta['step']}")
+    return {"stage": meta["stage"], "step": meta["step"], **tree}

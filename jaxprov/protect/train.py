@@ -11,9 +11,10 @@ resumed from a checkpoint takes exactly the steps an uninterrupted one takes. Th
 
 with every model output in eval mode (BatchNorm on the source's running statistics: the frozen
 model is one fixed function of its weights). Only the scores are optimised; `model.params` is never
-written. Checkpoints (`jaxprov.atomic`, an .npz of the scores, Adam's state and the step, keyed by
-a digest of the configuration and the data) are written every `checkpoint_every` steps; the digest leaves out `steps`, so asking for more steps
-continues a finished run.
+written. Checkpoints (`jaxprov.checkpoint`: the scores, the optimiser's state, the step and the loss
+history, stamped with a digest of the configuration and the data) are written every
+`checkpoint_every` steps; the digest leaves out `steps`, so asking for more steps continues a
+finished run. Another run's checkpoint is ignored with a warning; a damaged one is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Callable
@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprov import atomic
+from jaxprov.checkpoint import load_tree, save_tree
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.protect import losses, masks as masks_lib
 from jaxprov.training.loop import predict
 
-CHECKPOINT_FORMAT = "jaxprov-map-checkpoint-1"
 OPTIMIZERS = {"sgd": lambda lr: optax.sgd(lr, momentum=0.9), "adam": optax.adam}
 
 
@@ -105,7 +104,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
       unauthorised_x: unauthorised (or neighbour) inputs [m, ...].
       config: MapConfig.
       key: PRNG key of the batches.
-      checkpoint: an .npz path; resumed from when it holds a run of the same config and data.
+      checkpoint: a file path; resumed from when it holds a run of the same config and data (another
+        run's is ignored with a warning, a damaged one refused: `jaxprov.checkpoint`).
       progress: called (stage, done, total) every few steps.
     """
     xa = jnp.asarray(authorised_x, jnp.float32)
@@ -123,9 +123,10 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     digest = _run_digest(model, config, xa, xu, key)
     start, history = 0, []
     if checkpoint is not None:
-        restored = _restore(Path(checkpoint), digest, (scores, opt_state))
+        restored = load_tree(checkpoint, _fits((scores, opt_state)), digest, what="MAP mask run")
         if restored is not None:
-            (scores, opt_state), start, history = restored
+            (scores, opt_state), meta = restored
+            start, history = meta["step"], meta["history"]
     step = _step_fn(model.module, config, tuple(sorted(per_score.items())))
     for i in range(start, config.steps):
         k = jax.random.fold_in(key, i)
@@ -138,7 +139,7 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
             if progress is not None:
                 progress("mask", i + 1, config.steps)
         if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps):
-            _save(Path(checkpoint), digest, (scores, opt_state), i + 1, history)
+            save_tree(checkpoint, (scores, opt_state), digest, {"step": i + 1, "history": history})
     binary = masks_lib.hard(scores)
     return MaskRun(masks=binary, scores={k: np.asarray(v) for k, v in scores.items()}, history=history,
                    density=masks_lib.density(binary, per_score), resumed_from=start)
@@ -193,29 +194,10 @@ def _run_digest(model: Model, config: MapConfig, xa, xu, key) -> str:
     return h.hexdigest()
 
 
-def _save(path: Path, digest: str, state, step: int, history: list) -> None:
-    leaves = jax.tree_util.tree_leaves(state)
-    buf = io.BytesIO()
-    np.savez(buf, **{f"leaf{i}": np.asarray(v) for i, v in enumerate(leaves)},
-             __meta__=np.asarray(json.dumps({"format": CHECKPOINT_FORMAT, "digest": digest, "step": step,
-                                             "history": history})))
-    atomic.atomic_write(path, buf.getvalue())
-
-
-def _restore(path: Path, digest: str, template):
-    """(state, step, history) from a checkpoint of the same run, None when there is none (or it is
-    of another run); one line for a file that cannot be read as one."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
-            if meta.get("format") != CHECKPOINT_FORMAT or meta.get("digest") != digest:
-                return None
-            leaves, treedef = jax.tree_util.tree_flatten(template)
-            restored = [np.asarray(data[f"leaf{i}"]) for i in range(len(leaves))]
-    except (OSError, ValueError, KeyError, EOFError) as err:
-        raise JaxprovError(f"{path}: not a readable MAP checkpoint ({type(err).__name__}); delete it to start afresh") from None
-    if any(np.shape(a) != np.shape(b) or np.asarray(a).dtype != np.asarray(b).dtype for a, b in zip(restored, leaves)):
-        raise JaxprovError(f"{path}: a MAP checkpoint whose arrays do not fit this run; delete it to start afresh")
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in restored]), int(meta["step"]), list(meta["history"])
+def _fits(template):
+    """The template of a checkpoint whose record is one `learn` writes (step, history), else None."""
+    def fits(meta: dict):
+        step, history = meta.get("step"), meta.get("history")
+        ok = type(step) is int and step >= 0 and isinstance(history, list) and all(isinstance(h, dict) for h in history)
+        return template if ok else None
+    return fits
