@@ -7,8 +7,8 @@ under the final name. The writer holds an exclusive `flock` on that temporary di
 writes; the next write to the same place removes every `.NAME.tmp-*` sibling whose lock it can take
 (its writer died) and that is older than `atomic.STALE_AFTER_S` (a writer takes its lock right
 after mkdir), the same test `jaxprov.atomic` applies to the temporaries of file writes.
-Orbax writes synchronously (no background threads), so a failed write ends with one StoreError and
-the process exits.
+The params go through `jaxprov.params_io` (orbax, synchronously: no background threads, so a failed
+write ends with one StoreError and the process exits).
 
 A stored model is input like any other: loading checks `jaxprov.json` field by field (types, the
 arch key, the input spec against the arch's) and the params against the arch's tree (paths, shapes)
@@ -25,7 +25,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import shutil
 import stat
 import uuid
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxprov import params_io
 from jaxprov.atomic import remove_if_abandoned
 from jaxprov.errors import StoreError
 from jaxprov.identity import model_digest, params_digest, remember  # noqa: F401  (model_digest re-exported)
@@ -47,9 +47,6 @@ MODEL_ENTRIES = frozenset({META_FILE, PARAMS_DIR})  # everything a stored model 
 FORMAT = "jaxprov-model"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 16 << 20  # a jaxprov.json larger than this is not one jaxprov wrote
-# orbax finishes a save by globbing its folder, so a [ ] * or ? in that path silently drops the params
-# (they cannot be read back): the temporary's name spells them "_", and a parent holding one is refused.
-_GLOB_CHARS = re.compile(r"[\[\]*?]")
 
 
 # The rebuilder of generic (torchax) models: meta -> an object with `arch`, `apply(params, x)` and
@@ -238,7 +235,7 @@ def _existing(path: Path) -> Path:
 
 
 def _tmp_prefix(target: Path) -> str:
-    return f".{_GLOB_CHARS.sub('_', target.name)}.tmp-"
+    return f".{params_io.GLOB_CHARS.sub('_', target.name)}.tmp-"  # orbax would read [ ] * ? as a pattern
 
 
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
@@ -267,12 +264,9 @@ def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = 
     folder, name too long, no space), with no writer left running."""
     import flax
     import jax
-    import orbax.checkpoint as ocp
 
     target = check_target(directory, overwrite=overwrite)
-    if _GLOB_CHARS.search(str(target.parent)):
-        raise StoreError(f"{target}: a folder above it has one of [ ] * ? in its name, which the params writer "
-                         "(orbax) reads as a pattern; choose an output path without them")
+    params_io.check_path(target.parent, target, StoreError)  # the temporary's own name spells them "_"
     tmp = target.parent / f"{_tmp_prefix(target)}{uuid.uuid4().hex[:8]}"
     lock = None
     try:
@@ -287,9 +281,7 @@ def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = 
         lock = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         fcntl.flock(lock, fcntl.LOCK_EX)
         params = jax.tree_util.tree_map(np.asarray, model.params)
-        # Synchronous: an async checkpointer's threads outlive a failed save and keep the process alive.
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-            checkpointer.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(params))
+        params_io.save(tmp / PARAMS_DIR, params, target, StoreError)
         # The model's own meta first: a model loaded from the store carries the old params_sha256,
         # num_params and versions, which must never override what is written now.
         meta = {

@@ -187,6 +187,14 @@ def test_cli_trains_on_a_zoo_folder_shows_the_detector_and_compares_with_it(toy,
     assert "stage 2 (classifier): step 20/20" in text and "ETA" in text and "DNA detector written" in text
     assert cli.main(["dna", "train", "--zoo", str(tmp_path / "zoo"), "--out", str(out), "--steps", "20"]) == 0
     assert "resuming from" in capsys.readouterr().out  # the finished run's checkpoint: nothing is redone
+    globbed = tmp_path / "x[1]"  # orbax reads [ ] * ? as a pattern: refused before any training, nothing written
+    assert cli.main(["dna", "train", "--zoo", str(tmp_path / "zoo"), "--out", str(globbed), "--steps", "20"]) == 2
+    err = capsys.readouterr()
+    assert "stage 1" not in err.out and err.err.count("\n") == 1 and "[ ] * ? in its name" in err.err
+    assert not globbed.exists()
+    with pytest.raises(JaxprovError, match=r"x\[1\]: the folder 'x\[1\]' on its path has one of \[ \] \* \?"):
+        dna.load(out).save(globbed)
+    assert not globbed.exists()
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "checkpoint.npz").write_bytes(b"not a checkpoint")

@@ -16,6 +16,7 @@ import numpy as np
 from jaxprov import datasets, text_corpus
 from jaxprov import dna as dna_lib
 from jaxprov import engine as engine_lib
+from jaxprov import params_io
 from jaxprov.bench.presets import PRESETS, REFERENCE_ROLES, dna_training_preset
 from jaxprov.bench.protocol import ancestors, make_recipe
 from jaxprov.errors import JaxprovError
@@ -141,6 +142,7 @@ def train_from_preset(preset_name: str | None, out: str | Path, arch: dna_lib.Ar
     from jaxprov.training import recipe as zoo_recipe
 
     out = Path(out)
+    params_io.check_path(out, error=dna_lib.DetectorError)  # now, not after the training: the save would refuse it
     if zoo is None:
         recipe = training_recipe(preset_name)
         log(f"[1/3] DNA training zoo: {len(recipe['models'])} models (resumable) -> {out / 'zoo'}")

@@ -32,6 +32,7 @@ from jaxprov.dna import views
 from jaxprov.dna.classifier import Embedding, probability
 from jaxprov.dna.contrastive import unit
 from jaxprov.dna.encoder import ENCODERS, Encoder
+from jaxprov import params_io
 from jaxprov.errors import JaxprovError
 from jaxprov.identity import params_digest
 from jaxprov.model import InputSpec
@@ -149,17 +150,15 @@ class Detector:
         """Write the detector into `directory` (created; other files there, such as a training zoo or
         checkpoint, are left alone): params first, `dna.json` last, so a reader sees a whole detector
         or none (an interrupted save leaves no `dna.json`)."""
-        import orbax.checkpoint as ocp
-
         target = Path(directory).absolute()
+        params_io.check_path(target, error=DetectorError)
         if (target / PARAMS_DIR).exists() and not (target / META_FILE).is_file():
             raise DetectorError(f"{target}: holds a params/ folder that is not a DNA detector's; choose another --out")
         tmp = target / f".{PARAMS_DIR}.tmp-{uuid.uuid4().hex[:8]}"
         old = target / f".{PARAMS_DIR}.old-{uuid.uuid4().hex[:8]}"
         try:
             target.mkdir(parents=True, exist_ok=True)
-            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-                checkpointer.save(tmp, args=ocp.args.StandardSave(_host(self.params)))
+            params_io.save(tmp, _host(self.params), target, DetectorError)
             (target / META_FILE).unlink(missing_ok=True)
             if (target / PARAMS_DIR).exists():
                 (target / PARAMS_DIR).rename(old)
