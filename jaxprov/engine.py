@@ -44,6 +44,10 @@ MEMORY_FRACTION = 0.25
 # their chunks against this fraction of the budget.
 PROBE_BUILDER_SHARE = 0.5
 CPU_MEMORY_BUDGET = 2 * 2**30
+# Memory is estimated by compiling a trial chunk of TRIAL_ITEMS items, or of all of them when they
+# are at most WHOLE_TRIAL_ITEMS (`_cost_per_item`).
+TRIAL_ITEMS = 4
+WHOLE_TRIAL_ITEMS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +158,13 @@ def _take(tree, start: int, stop: int):
 
 
 def _cost_per_item(fn, params, inputs, *extra, models: int = 1) -> float | None:
-    """Temporary bytes per (model x input item), from XLA's memory analysis of a small trial chunk."""
-    trial = min(_n_items(inputs), 4)
+    """Temporary bytes per (model x input item), from XLA's memory analysis of a small trial chunk.
+
+    At most WHOLE_TRIAL_ITEMS items are tried all at once: when they fit the budget, the call that
+    follows has the trial's shape, and jit reuses the trial's compiled program (one compile, not
+    two: the liveness check's 16 seeds); more are tried on TRIAL_ITEMS."""
+    n = _n_items(inputs)
+    trial = n if n <= WHOLE_TRIAL_ITEMS else min(n, TRIAL_ITEMS)
     try:
         analysis = fn.lower(params, _take(inputs, 0, trial), *extra).compile().memory_analysis()
     except Exception:
