@@ -11,8 +11,9 @@ The params go through `jaxprov.params_io` (orbax, synchronously: no background t
 write ends with one StoreError and the process exits).
 
 A stored model is input like any other: loading checks `jaxprov.json` field by field (types, the
-arch key, the input spec against the arch's) and the params against the arch's tree (paths, shapes)
-and against the recorded `params_sha256`; any mismatch is one StoreError. Loading needs neither
+arch key, the input spec against the arch's) and the params against the arch's tree (paths, shapes,
+declared before anything is allocated: `params_io.restore`) and against the recorded
+`params_sha256`; any mismatch is one StoreError. Loading needs neither
 torch nor the source checkpoint, except for generic models (converters/torch_generic.py): their
 function is traced from a torch module again, which `meta["generic"]` says how to build; the
 converter registers that rebuilder (`register_rebuilder`), and `jaxprov.load` imports it.
@@ -312,38 +313,17 @@ def save_model(model: Model, directory: str | os.PathLike, *, overwrite: bool = 
 def load_model(directory: str | os.PathLike) -> Model:
     """Load a stored model (no torch needed), checking it as untrusted input: metadata fields
     (`read_meta`), the params tree against the arch's (paths and shapes), and the params' sha256
-    against the recorded `params_sha256`."""
-    import jax
-    import orbax.checkpoint as ocp
-
+    against the recorded `params_sha256` (`params_io.restore`: checked before they are allocated)."""
     from jaxprov import models
 
     directory = Path(directory).absolute()
     meta = read_meta(directory)
-    try:
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-            params = checkpointer.restore(directory / PARAMS_DIR)
-        params = _to_dicts(params)
-    except Exception as err:  # orbax raises many types for a damaged checkpoint
-        raise StoreError(f"{directory}: the stored params cannot be read ({type(err).__name__}); "
-                         "delete the directory and convert again") from None
     function = _rebuild(directory, meta) if is_generic(meta) else None
     abstract = function.abstract_params() if function is not None else models.abstract_params(meta["arch"])
-    expected = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
-    got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    problems = ([f"missing {k}" for k in sorted(expected.keys() - got.keys())]
-                + [f"unexpected {k}" for k in sorted(got.keys() - expected.keys())]
-                + [f"{k} has shape {got[k]}, the arch needs {expected[k]}" for k in sorted(expected.keys() & got.keys())
-                   if tuple(got[k]) != tuple(expected[k])]
-                + [f"{jax.tree_util.keystr(k)} holds {np.asarray(v).dtype}, not numbers"
-                   for k, v in jax.tree_util.tree_leaves_with_path(params) if np.asarray(v).dtype.kind not in "biuf"])
-    if problems:
-        raise StoreError(f"{directory}: the stored params do not fit {meta['arch']} ({'; '.join(problems[:4])}"
-                         f"{'; ...' if len(problems) > 4 else ''}); delete the directory and convert again")
-    digest = params_digest(params)
-    if digest != meta["params_sha256"]:
-        raise StoreError(f"{directory}: the stored params do not match their recorded sha256 (changed after "
-                         "they were written); delete the directory and convert again")
+    params = params_io.restore(directory / PARAMS_DIR, abstract, meta["params_sha256"], shown=directory,
+                               what="the stored params", fits=meta["arch"],
+                               advice="delete the directory and convert again", error=StoreError)
+    digest = meta["params_sha256"]
     if function is not None:
         model = Model(name=meta["name"], arch=meta["arch"], module=function, params=params,
                       input_spec=InputSpec.from_json(meta["input_spec"]), output_kind=meta["output_kind"], meta=meta)
@@ -372,12 +352,6 @@ def _rebuild(directory: Path, meta: dict):
         raise StoreError(f"{directory}: {what} rebuilds as {function.arch}, not the stored {meta['arch']} (the class, "
                          "its kwargs or the installed versions changed); convert the checkpoint again")
     return function
-
-
-def _to_dicts(tree):
-    if isinstance(tree, dict):
-        return {k: _to_dicts(v) for k, v in tree.items()}
-    return np.asarray(tree)
 
 
 def _json_default(value):

@@ -8,6 +8,7 @@ on torch at run time (tests/test_hostile_readers.py checks once that torch.load 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zipfile
 from pathlib import Path
@@ -201,3 +202,40 @@ def bert_folder(directory: Path, shards: int = 1, config: dict | None = None, fi
         weight_map.update({k: name for k in part})
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return directory
+
+
+# -- orbax params folders --------------------------------------------------------------------------
+
+
+def zstd_zeros(n: int) -> bytes:
+    """A zstd frame of `n` zero bytes built from RLE blocks (4 bytes per 128 KiB): a few KiB on disk
+    that decompress to any size."""
+    out = [struct.pack("<I", 0xFD2FB528), bytes([0xE0]), struct.pack("<Q", n)]  # single segment, 8-byte size
+    while n > 0:
+        size = min(1 << 17, n)
+        n -= size
+        out.append(struct.pack("<I", (n == 0) | (1 << 1) | (size << 3))[:3] + b"\x00")  # last?, RLE, size; byte 0
+    return b"".join(out)
+
+
+def orbax_declaring(params_dir: Path, leaf: str, shape: tuple[int, ...]) -> Path:
+    """Rewrite the orbax params folder `params_dir` (same values) without OCDBT, so every array is a
+    zarr folder with a JSON header, then make `leaf` ("head.scale") declare `shape` (float32) as one
+    zstd chunk of zeros: a folder of a few KiB that a reader trusting the header allocates in full."""
+    import shutil
+
+    import orbax.checkpoint as ocp
+
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+        params = checkpointer.restore(params_dir)
+    shutil.rmtree(params_dir)
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False)) as checkpointer:
+        checkpointer.save(params_dir, args=ocp.args.StandardSave(params))
+    array = params_dir / leaf
+    for chunk in array.iterdir():
+        chunk.unlink()
+    (array / ".zarray").write_text(json.dumps({
+        "chunks": list(shape), "compressor": {"id": "zstd", "level": 1}, "dimension_separator": ".",
+        "dtype": "<f4", "fill_value": None, "filters": None, "order": "C", "shape": list(shape), "zarr_format": 2}))
+    (array / ".".join(["0"] * len(shape))).write_bytes(zstd_zeros(4 * math.prod(shape)))
+    return params_dir

@@ -97,6 +97,34 @@ def test_a_damaged_or_tampered_detector_folder_is_one_line(toy_detector, tmp_pat
     assert "\n" not in str(err.value)
 
 
+def test_a_detector_declaring_a_huge_array_is_refused_before_it_is_allocated(toy_detector, tmp_path):
+    """A params folder of a few hundred KiB whose header declares 1 GiB (one zstd chunk of zeros): one
+    line and exit 2 from the metadata check, in a process that never grows by anything like that."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.hostile_files import orbax_declaring
+
+    out, _ = toy_detector
+    shutil.copytree(out, tmp_path / "det", ignore=shutil.ignore_patterns("checkpoint.npz"))
+    orbax_declaring(tmp_path / "det" / "params", "head.scale", (2 ** 26, 4))
+    root = Path(__file__).resolve().parents[1]
+    # VmHWM (this process image's peak RSS), not getrusage's maxrss: that one starts from the forking
+    # parent's RSS (Linux carries it across exec), so it measured the test process, 1.3 GiB late in a run.
+    code = ("import sys; from jaxprov.cli import main; rc = main(['dna', 'info', sys.argv[1]]); "
+            "print(rc, [int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')][0] >> 10)")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "det")], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    rc, peak_mib = map(int, run.stdout.split())
+    errors = [line for line in run.stderr.splitlines() if line.startswith("jaxprov:")]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in run.stderr
+    assert "params do not fit its architecture (['head']['scale'] has shape (67108864, 4), () expected)" in errors[0]
+    assert peak_mib < 1024, peak_mib  # the declared array alone is 1024 MiB (about 2.2 GiB read on main)
+
+
 def test_training_resumes_from_its_checkpoint_to_the_same_detector(toy, toy_detector, tmp_path):
     _, _, data = toy
     _, uninterrupted = toy_detector

@@ -359,3 +359,20 @@ def test_a_folder_named_like_an_arch_key_round_trips_and_a_glob_parent_is_one_li
     with pytest.raises(jaxprov.errors.StoreError, match=r"\[ \] \* \? in its name.*without them"):
         jaxprov.save_model(model, tmp_path / "zoo[1]" / "m")
     assert not (tmp_path / "zoo[1]").exists()
+
+
+def test_a_stored_model_declaring_a_huge_array_is_refused_from_its_metadata(stored_lenet):
+    # The params header says 1 GiB (one zstd chunk of zeros, a few KiB on disk): params_io.restore
+    # refuses it from orbax's metadata, before anything is restored (the whole case runs in ~1 s; a
+    # reader that restored first would allocate the declared array in full, as load_model once did).
+    import jax
+
+    from tests.hostile_files import orbax_declaring
+
+    path, _ = jax.tree_util.tree_leaves_with_path(jaxprov.models.abstract_params("lenet"))[0]
+    leaf = ".".join(k.key for k in path)
+    orbax_declaring(stored_lenet / "params", leaf, (2 ** 26, 4))
+    with pytest.raises(jaxprov.StoreError) as err:
+        jaxprov.load(stored_lenet)
+    assert str(err.value).startswith(f"{stored_lenet}: the stored params do not fit lenet (") and "\n" not in str(err.value)
+    assert "has shape (67108864, 4)" in str(err.value) and "delete the directory and convert again" in str(err.value)

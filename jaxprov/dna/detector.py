@@ -5,7 +5,8 @@ On disk a detector is a folder: `params/` (an orbax checkpoint of {"g", "h", "he
 `dna.json` (architecture of g and h, output view, input space, training domains and architectures,
 the training probes' digest, the training recipe's digest, versions, params sha256). The folder is
 untrusted input: `load` checks the JSON field by field, the params against the tree its config
-builds and against the recorded sha256, and answers anything wrong with one line. A detector is
+builds (declared shapes checked before anything is allocated) and against the recorded sha256
+(`jaxprov.params_io`, shared with the model store), and answers anything wrong with one line. A detector is
 addressed by a folder path or by the name of one shipped in `jaxprov/data/dna/`.
 """
 
@@ -284,30 +285,14 @@ def _small_int(v) -> bool:
 
 def load(name_or_path: str | os.PathLike) -> Detector:
     """Load a detector (a folder, or a shipped name), checking it as untrusted input."""
-    import orbax.checkpoint as ocp
-
     directory = resolve(name_or_path)
     meta = read_meta(directory)
     arch = Architecture(**meta["architecture"])
     spec = InputSpec.from_json(meta["input_spec"])
     expected = jax.eval_shape(lambda: arch.init(jax.random.PRNGKey(0), spec))
-    try:
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-            params = checkpointer.restore(directory / PARAMS_DIR)
-    except Exception as err:  # orbax raises many types for a damaged checkpoint
-        raise DetectorError(f"{directory}: the detector's params cannot be read ({type(err).__name__}); "
-                            "train it again with `jaxprov dna train`") from None
-    params = _to_dicts(params)
-    for part in ("g", "h"):  # orbax drops empty subtrees
-        params.setdefault(part, {})
-    shapes = lambda tree: {jax.tree_util.keystr(k): tuple(np.shape(v))  # noqa: E731
-                           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
-    if shapes(params) != shapes(expected):
-        raise DetectorError(f"{directory}: the detector's params do not fit its architecture; "
-                            "train it again with `jaxprov dna train`")
-    if params_digest(_host(params)) != meta["params_sha256"]:
-        raise DetectorError(f"{directory}: the detector's params do not match their recorded sha256 (changed "
-                            "after they were written); train it again with `jaxprov dna train`")
+    params = params_io.restore(directory / PARAMS_DIR, expected, meta["params_sha256"], shown=directory,
+                               what="the detector's params", fits="its architecture",
+                               advice="train it again with `jaxprov dna train`", error=DetectorError)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
     record = {k: v for k, v in meta.items() if k not in ("format", "format_version", "architecture", "input_spec",
                                                            "params_sha256")}
@@ -318,9 +303,3 @@ def load(name_or_path: str | os.PathLike) -> Detector:
 def cached(name_or_path: str) -> Detector:
     """`load`, once per process and name: methods read their detector at every trace."""
     return load(name_or_path)
-
-
-def _to_dicts(tree):
-    if isinstance(tree, Mapping):
-        return {str(k): _to_dicts(v) for k, v in tree.items()}
-    return np.asarray(tree)
