@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+import tokenize  # numpy parses a .npy header with it: a damaged one raises TokenError
 import zipfile
 import zlib
 from pathlib import Path
@@ -46,7 +47,7 @@ FORMAT = "jaxprov-checkpoint-1"
 META = "meta.json"
 MAX_META_BYTES = 16 << 20
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, OverflowError, RecursionError, MemoryError,
-                NotImplementedError, RuntimeError, zipfile.BadZipFile, zlib.error)
+                NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error)
 
 
 def save_tree(path: str | Path, tree: Any, stamp: str, meta: dict | None = None) -> None:
@@ -158,6 +159,6 @@ def _read_leaf(archive: zipfile.ZipFile, name: str, shape: tuple, dtype: np.dtyp
             return None
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         data = member.read(size)
-        if len(data) != size:
+        if len(data) != size or member.read(1):  # short, or more than declared (reading to the end checks the CRC)
             return None
     return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()

@@ -218,10 +218,9 @@ def zstd_zeros(n: int) -> bytes:
     return b"".join(out)
 
 
-def orbax_declaring(params_dir: Path, leaf: str, shape: tuple[int, ...]) -> Path:
-    """Rewrite the orbax params folder `params_dir` (same values) without OCDBT, so every array is a
-    zarr folder with a JSON header, then make `leaf` ("head.scale") declare `shape` (float32) as one
-    zstd chunk of zeros: a folder of a few KiB that a reader trusting the header allocates in full."""
+def rewrite_without_ocdbt(params_dir: Path) -> Path:
+    """Rewrite the orbax params folder `params_dir` with the same values without OCDBT: every array
+    is then a zarr folder (`a.b/`) with a JSON header (`.zarray`) beside its chunks."""
     import shutil
 
     import orbax.checkpoint as ocp
@@ -231,6 +230,13 @@ def orbax_declaring(params_dir: Path, leaf: str, shape: tuple[int, ...]) -> Path
     shutil.rmtree(params_dir)
     with ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False)) as checkpointer:
         checkpointer.save(params_dir, args=ocp.args.StandardSave(params))
+    return params_dir
+
+
+def orbax_declaring(params_dir: Path, leaf: str, shape: tuple[int, ...]) -> Path:
+    """`rewrite_without_ocdbt`, then make `leaf` ("head.scale") declare `shape` (float32) as one zstd
+    chunk of zeros: a folder of a few KiB that a reader trusting the header allocates in full."""
+    rewrite_without_ocdbt(params_dir)
     array = params_dir / leaf
     for chunk in array.iterdir():
         chunk.unlink()

@@ -1,6 +1,8 @@
 """A seeded generator of hostile checkpoints: mutated .pt zips and pickles, safetensors headers,
-config.json files and shard indexes (bit flips, truncation, swapped fields, huge and negative
-numbers, wrong JSON types, deep nesting, code-executing globals, path escapes).
+config.json files and shard indexes, DNA detector folders (dna.json, orbax's files and array
+headers) and training checkpoints (jaxprov.checkpoint: meta.json, .npy headers, members) (bit
+flips, truncation, swapped fields, huge and negative numbers, wrong JSON types, deep nesting,
+code-executing globals, path escapes).
 
 Every base file's tensors are all zeros, so a case that loads must give only zeros: a non-zero
 weight can only come from outside the file. `cases(kind, n, seed, directory, sentinel)` writes the
@@ -247,9 +249,145 @@ def _folder_case(rng, folder: Path, outside: Path) -> str:
     return f"{shard.name} -> {['outside', '/dev/zero', 'FIFO', 'config.json'][how]}"
 
 
+# -- DNA detector folders and training checkpoints (jaxprov.dna.detector, jaxprov.checkpoint) --------
+
+# Damaged params files (kinds 2-5) are refused with one line one at a time, but a long-lived process
+# reading many of them in a row has died of SIGSEGV inside orbax/tensorstore (2 to 3 in 60 cases,
+# not reproducible case by case): the suite's corpus mutates dna.json only (kinds 0-1) until that
+# is understood; benchmarks/fuzz_readers.py --kinds detector-params runs all six.
+DETECTOR_PARAMS_KINDS = 6
+DETECTOR_ARCH = dict(view="logits", n_classes=10, k=10, encoder="conv", encoder_hidden=4, embedding_hidden=4, embed=4)
+CHECKPOINT_STAMP = "fuzz-run"
+
+
+def checkpoint_template():
+    """The all-zero state the checkpoint cases are made from and read against (a MAP-like tuple of
+    scores and an optimiser state with an int32 count)."""
+    return ({"conv/kernel": np.zeros((3, 3, 1, 4), np.float32), "dense/kernel": np.zeros((8, 10), np.float32)},
+            (np.zeros((), np.int32), {"mu": np.zeros((8, 10), np.float32)}))
+
+
+def detector_bases(directory: Path) -> dict[str, Path]:
+    """A valid all-zero detector folder as jaxprov writes it (OCDBT) and the same rewritten as plain
+    zarr arrays (one JSON header per array), under `directory`."""
+    import jax
+
+    from jaxprov import dna, models
+    from tests.hostile_files import rewrite_without_ocdbt
+
+    spec = models.create("mlp")[2]
+    arch = dna.Architecture(**DETECTOR_ARCH)
+    zeros = jax.tree_util.tree_map(np.zeros_like, arch.init(jax.random.PRNGKey(0), spec))
+    bases = {"ocdbt": directory / "detector-ocdbt", "zarr": directory / "detector-zarr"}
+    for base in bases.values():
+        if base.exists():
+            shutil.rmtree(base)
+        dna.Detector(arch, zeros, spec, {"name": "fuzz"}).save(base)
+    rewrite_without_ocdbt(bases["zarr"] / "params")
+    return bases
+
+
+def _detector_case(rng, folder: Path, bases: dict[str, Path], outside: Path, kinds: int = 6) -> str:
+    """Kinds 0-1 mutate dna.json, 2-5 the params folder's files (orbax's own reader: see
+    DETECTOR_PARAMS_KINDS)."""
+    flavour = ["ocdbt", "zarr"][rng.integers(2)]
+    shutil.copytree(bases[flavour], folder, symlinks=True)
+    files = sorted(p for p in (folder / "params").rglob("*") if p.is_file())
+    kind = int(rng.integers(kinds))
+    if kind == 0:  # a field of dna.json, its architecture or its input spec
+        meta = json.loads((folder / "dna.json").read_text())
+        where = [meta, meta["architecture"], meta["input_spec"]][rng.integers(3)]
+        key = list(where)[rng.integers(len(where))]
+        where[key] = _value(rng)
+        (folder / "dna.json").write_text(json.dumps(meta))
+        return f"{flavour}: dna.json {key}={where[key]!r:.60}"
+    if kind == 1:
+        _damage(folder / "dna.json", rng)
+        return f"{flavour}: dna.json bytes"
+    target = files[rng.integers(len(files))]
+    name = target.relative_to(folder)
+    if kind == 2:
+        _damage(target, rng)
+        return f"{flavour}: bytes of {name}"
+    if kind == 3:
+        how = int(rng.integers(3))
+        target.unlink()
+        if how == 1:
+            target.symlink_to(outside)
+        elif how == 2:
+            target.mkdir()
+        return f"{flavour}: {name} {['removed', 'a link outside', 'a folder'][how]}"
+    headers = [p for p in files if p.name in (".zarray", "_METADATA", "_CHECKPOINT_METADATA")]
+    target = headers[rng.integers(len(headers))]
+    header = json.loads(target.read_text())
+    if kind == 4 or not isinstance(header, dict):  # any field, any hostile value
+        key = list(header)[rng.integers(len(header))] if header else "x"
+        header[key] = _value(rng)
+        desc = f"{key}={header[key]!r:.60}"
+    else:  # plausible numbers: another shape, chunks or dtype
+        field = ["shape", "chunks", "dtype"][rng.integers(3)]
+        header[field] = ["<f8", "<i8", "|b1", "<f2", "|O", "<U4", "|V8"][rng.integers(7)] if field == "dtype" else \
+            [int(rng.choice([0, 1, 2, 3, 8, 2**20, 2**31, 2**40])) for _ in range(rng.integers(4))]
+        desc = f"{field}={header[field]!r:.60}"
+    target.write_text(json.dumps(header))
+    return f"{flavour}: {target.relative_to(folder)} {desc}"
+
+
+def _checkpoint_case(rng, path: Path) -> str:
+    from jaxprov.checkpoint import save_tree
+
+    save_tree(path, checkpoint_template(), CHECKPOINT_STAMP, {"step": 4, "history": [{"step": 4, "loss": 0.5}]})
+    kind = int(rng.integers(5))
+    if kind == 0:
+        _damage(path, rng)
+        return "ckpt: file bytes"
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    name = list(members)[rng.integers(len(members))]
+    compress = zipfile.ZIP_DEFLATED if rng.integers(3) == 0 else zipfile.ZIP_STORED
+    if kind == 1:  # a field of meta.json
+        record = json.loads(members["meta.json"])
+        where = record if rng.integers(2) else record["meta"]
+        key = list(where)[rng.integers(len(where))]
+        where[key] = _value(rng)
+        members["meta.json"], desc = json.dumps(record).encode(), f"meta.json {key}={where[key]!r:.60}"
+    elif kind == 2 and name != "meta.json":  # a leaf's .npy header: shape, dtype or order
+        field = ["descr", "shape", "fortran_order"][rng.integers(3)]
+        value = _value(rng) if rng.integers(2) else {"descr": ["<f8", "|O", "<U4", "|b1", "<i4"][rng.integers(5)],
+                                                      "shape": _tuple(rng), "fortran_order": True}[field]
+        header = {"descr": "<f4", "fortran_order": False, "shape": (8, 10), field: value}
+        text = repr(header).encode()
+        body = text + b" " * (-(len(text) + 11) % 64) + b"\n"
+        data = members[name][10 + int.from_bytes(members[name][8:10], "little"):]
+        members[name] = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body + data
+        desc = f"{name} header {field}={value!r:.60}"
+    elif kind == 3:  # a member removed, added, or emptied
+        how = int(rng.integers(3))
+        if how == 0:
+            del members[name]
+        elif how == 1:
+            members[f"leaf{len(members)}.npy"] = members[name]
+        else:
+            members[name] = b""
+        desc = f"{name} {['removed', 'copied as an extra leaf', 'emptied'][how]}"
+    else:  # flips in meta.json or a .npy header (not in the data: that would be a valid checkpoint of other values)
+        raw = members[name]
+        stop = len(raw) if name == "meta.json" else 10 + int.from_bytes(raw[8:10], "little")
+        members[name], desc = _flip(raw, rng, stop=stop), f"bit flips in {name}'s header (CRC recomputed)"
+    with zipfile.ZipFile(path, "w", compress) as z:
+        for n, raw in members.items():
+            z.writestr(n, raw)
+    return f"ckpt/{kind}: {desc}" + (" (deflated)" if compress == zipfile.ZIP_DEFLATED else "")
+
+
+KINDS = ("pt", "safetensors", "folder", "detector", "checkpoint", "detector-params")
+
+
 def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
-    """Write `n` hostile cases of `kind` ("pt", "safetensors" or "folder") and yield (description, path)."""
-    rng = np.random.default_rng([seed, ["pt", "safetensors", "folder"].index(kind)])
+    """Write `n` hostile cases of `kind` (one of KINDS) and yield (description, path)."""
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
     directory.mkdir(parents=True, exist_ok=True)
     outside = directory / "outside.safetensors"  # non-zero weights: reading it would show
     outside.write_bytes(safetensors_bytes(bert_state_dict(fill=1.0)))
@@ -260,9 +398,16 @@ def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
         elif kind == "safetensors":
             path = directory / f"case{i}.safetensors"
             yield _st_case(rng, path), path
-        else:
+        elif kind == "folder":
             path = directory / "cases" / f"case{i}"
             yield _folder_case(rng, path, outside), path
+        elif kind in ("detector", "detector-params"):
+            bases = bases if i else detector_bases(directory / "bases")
+            path = directory / "detectors" / f"detector-case{i}"
+            yield _detector_case(rng, path, bases, outside, 2 if kind == "detector" else DETECTOR_PARAMS_KINDS), path
+        else:
+            path = directory / f"case{i}.ckpt"
+            yield _checkpoint_case(rng, path), path
 
 
 def valid_folder(directory: Path) -> Path:

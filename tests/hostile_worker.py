@@ -17,6 +17,20 @@ def _tensors(path: Path):
     import converters
     from converters import readers
 
+    if path.name.startswith("detector"):  # a DNA detector folder (tests/hostile_mutations.py)
+        import jax
+
+        from jaxprov import dna
+
+        return jax.tree_util.tree_leaves(dna.load(path).params)
+    if path.suffix == ".ckpt":  # a training checkpoint: another run's (None) is a correct answer too
+        import jax
+
+        from jaxprov.checkpoint import load_tree
+        from tests.hostile_mutations import CHECKPOINT_STAMP, checkpoint_template
+
+        restored = load_tree(path, checkpoint_template(), CHECKPOINT_STAMP, log=lambda line: None)
+        return [] if restored is None else jax.tree_util.tree_leaves(restored[0])
     if path.is_dir():
         import jax
 
@@ -50,8 +64,7 @@ def _answer(path: Path) -> dict:
 
 
 def main() -> None:
-    warmup = sys.argv[1] if len(sys.argv) > 1 else None
-    if warmup:  # import jax / transformers and convert once, outside tracemalloc and any measured case
+    for warmup in sys.argv[1:]:  # import jax / transformers / orbax and read once, outside tracemalloc
         _tensors(Path(warmup))
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -70,8 +83,9 @@ HANG_SECONDS = 120  # no case may take this long; it only turns a hang into a re
 class Worker:
     """A running worker process: `ask(path)` returns its answer, or {"crash": ...} if it died or hung."""
 
-    def __init__(self, root: Path, warmup: Path | None = None):
-        self._root, self._warmup = root, warmup
+    def __init__(self, root: Path, warmup: Path | list[Path] | None = None):
+        self._root = root
+        self._warmup = [] if warmup is None else [warmup] if isinstance(warmup, Path) else list(warmup)
         self._start()
 
     def _start(self) -> None:
@@ -80,7 +94,7 @@ class Worker:
 
         env = {**os.environ, "PYTHONPATH": str(self._root)}
         self._proc = subprocess.Popen([sys.executable, str(self._root / "tests" / "hostile_worker.py")]
-                                      + ([str(self._warmup)] if self._warmup else []), cwd=self._root, env=env,
+                                      + [str(w) for w in self._warmup], cwd=self._root, env=env,
                                       text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL)
         ready = self._read(timeout=600)

@@ -1,5 +1,6 @@
 """Generated hostile inputs (tests/hostile_mutations.py, fixed seed and count): every mutated .pt
-zip, pickle, safetensors header, config.json and shard index gives a correct all-zero model or one
+zip, pickle, safetensors header, config.json, shard index, DNA detector folder and MAP/DNA training
+checkpoint gives a correct all-zero model (or, for a checkpoint, another run's: ignored) or one
 clear JaxprovError line naming it; never another exception, a crash or a hang (each case runs in a
 worker process), never a heap peak beyond a small multiple of the input plus the tensors returned,
 never a non-zero weight (which could only come from outside the file), never an execution.
@@ -9,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile_mutations import cases, valid_folder
+from tests.hostile_mutations import detector_bases, cases, valid_folder
 from tests.hostile_worker import Worker, problems
 
 SEED = 9
-COUNTS = {"pt": 500, "safetensors": 400, "folder": 40}
+COUNTS = {"pt": 500, "safetensors": 400, "folder": 40, "detector": 30, "checkpoint": 120}
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    w = Worker(ROOT, valid_folder(tmp_path_factory.mktemp("warmup") / "bert"))
+    warmup = tmp_path_factory.mktemp("warmup")
+    w = Worker(ROOT, [valid_folder(warmup / "bert"), detector_bases(warmup)["zarr"]])
     yield w
     w.close()
 

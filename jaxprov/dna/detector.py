@@ -289,7 +289,11 @@ def load(name_or_path: str | os.PathLike) -> Detector:
     meta = read_meta(directory)
     arch = Architecture(**meta["architecture"])
     spec = InputSpec.from_json(meta["input_spec"])
-    expected = jax.eval_shape(lambda: arch.init(jax.random.PRNGKey(0), spec))
+    try:
+        expected = jax.eval_shape(lambda: arch.init(jax.random.PRNGKey(0), spec))
+    except (ArithmeticError, ValueError, TypeError) as err:  # e.g. an input spec with no channels
+        raise DetectorError(f"{directory}: not a jaxprov DNA detector (its architecture and input_spec build no "
+                            f"networks: {type(err).__name__}); train one with `jaxprov dna train`") from None
     params = params_io.restore(directory / PARAMS_DIR, expected, meta["params_sha256"], shown=directory,
                                what="the detector's params", fits="its architecture",
                                advice="train it again with `jaxprov dna train`", error=DetectorError)
