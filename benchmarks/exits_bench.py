@@ -70,7 +70,8 @@ CHILDREN = ("finetuned", "pruned", "adversarial", "distilled")
 EPOCHS = {"owner": 6, "finetuned": 3, "pruned": 2, "adversarial": 3, "distilled": 8, "independent": 6}
 SIZES = {
     # The 2-core CPU: the small multi-exit CNN on MNIST (docs/results/exits.json).
-    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 60, 60, None, owner_copies=2, decoys=3),
+    # --owner-copies 2 --decoys 3 and --owner-copies 2 --decoys 0: docs/results/exits_copies*.json.
+    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 60, 60, None),
     # A lent GPU (benchmarks/device_suite.sh): the SDN CIFAR families on MNIST at 32x32x3.
     "device": Size(("sdn_resnet56", "sdn_vgg16_bn", "sdn_mobilenet"),
                    {"owner": 4, "finetuned": 2, "pruned": 1, "adversarial": 2, "distilled": 4, "independent": 4}, 64,
@@ -239,8 +240,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs/results/exits.json"))
     parser.add_argument("--repeats", type=int, help="in-process queries per sample (default: the size's)")
     parser.add_argument("--http-repeats", type=int, help="HTTP queries per sample (default: the size's)")
+    parser.add_argument("--owner-copies", type=int, help="the owner's own pruned copies crafting ranks on (default: "
+                                                         "the size's)")
+    parser.add_argument("--decoys", type=int, help="independents crafting selects against (default: the size's)")
     args = parser.parse_args()
     size = SIZES[args.size]
+    if args.owner_copies is not None or args.decoys is not None:
+        size = dataclasses.replace(size, owner_copies=size.owner_copies if args.owner_copies is None else args.owner_copies,
+                                   decoys=size.decoys if args.decoys is None else args.decoys)
     started = time.time()
     doc = {
         "command": "python benchmarks/exits_bench.py " + " ".join(sys.argv[1:]), "size": args.size,
