@@ -5,6 +5,10 @@ atomically, so an interrupted run keeps what it measured).
     PYTHONPATH=. python benchmarks/map_bench.py [--out docs/results/map.json] [--steps 400]
         [--pairs mnistm:mnist,mnist:mnistm,syn:mnist,mnist:syn] [--attack-steps 100] [--independents 3]
         [--quick]   (--markdown prints --out as the tables of docs/results.md)
+        [--config '{"alpha": 0.5}'] [--synth-config '{"steps": 200}']  (MapConfig / SynthConfig overrides)
+        [--merge]   (keep --out's other pairs: this run's pairs replace theirs, the rest stay)
+        [--provenance-only]  (the first pair's source-available protected model against its source and
+                              --independents independents under the shipped default verdict, merged into --out)
 
 Per pair (authorised source domain A, unauthorised domain U): a lenet_bn source trained on A's
 training split; MAP in source-available (A and U training splits), source-free (U only; a
@@ -57,6 +61,11 @@ def main() -> int:
     ap.add_argument("--from-log", nargs="+", help="rebuild --out from the stdout logs of runs cut short by a deadline "
                                                   "(the figures they printed, to 3 decimals)")
     ap.add_argument("--markdown", action="store_true", help="print --out's results as docs/results.md tables")
+    ap.add_argument("--config", default="{}", help="JSON overrides of protect.MapConfig")
+    ap.add_argument("--synth-config", default="{}", help="JSON overrides of protect.SynthConfig")
+    ap.add_argument("--merge", action="store_true", help="keep --out's pairs that this run does not measure")
+    ap.add_argument("--provenance-only", action="store_true",
+                    help="only the provenance of the first pair's source-available protected model (merged)")
     args = ap.parse_args()
     if args.from_log:
         atomic.atomic_write(Path(args.out), (json.dumps(from_logs(args.from_log), indent=2) + "\n").encode())
@@ -66,14 +75,18 @@ def main() -> int:
         return 0
     steps = 40 if args.quick else args.steps
     spec = models.create(ARCH)[2]
-    config = protect.MapConfig(steps=steps, batch=128)
-    synth_config = protect.SynthConfig(n=256 if args.quick else 512, steps=50 if args.quick else 100)
+    config = protect.MapConfig(**{"steps": steps, "batch": 128, **json.loads(args.config)})
+    synth_config = protect.SynthConfig(**{"n": 256 if args.quick else 512, "steps": 50 if args.quick else 100,
+                                          **json.loads(args.synth_config)})
     doc = {"benchmark": "map", "command": " ".join(["python", "benchmarks/map_bench.py", *sys.argv[1:]]),
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0]),
                        "load_at_start": os.getloadavg()[0]},
            "versions": {"jaxprov": jaxprov.__version__, "jax": jax.__version__},
            "arch": ARCH, "source_epochs": SOURCE_EPOCHS, "config": config.to_json(),
            "synth_config": synth_config.to_json(), "pairs": []}
+    old = json.loads(Path(args.out).read_text()) if (args.merge or args.provenance_only) and Path(args.out).exists() else None
+    if args.provenance_only:
+        return provenance_only(args, old or doc, config, spec)
     sources = {}
     t_all = time.time()
     for n_pair, pair in enumerate(args.pairs.split(",")):
@@ -114,6 +127,8 @@ def main() -> int:
             ev = attacks.evaluator(test)
             row["attacks"] += attacks.finetune_unauthorised(protected.model, xu, yu, (0.01, 0.05, 0.10),
                                                             jax.random.PRNGKey(9), ev, steps=args.attack_steps)
+            row["attacks"] += attacks.fresh_reference(protected.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
+                                                      steps=args.attack_steps)
             row["attacks"].append(attacks.finetune_authorised(protected.model, xa[:400], ya[:400],
                                                               jax.random.PRNGKey(10), ev, steps=args.attack_steps))
             row["attacks"].append(attacks.prune(protected.model, 0.3, xa[:400], ya[:400], jax.random.PRNGKey(11), ev))
@@ -130,9 +145,44 @@ def main() -> int:
                 doc["provenance"] = provenance(source, protected.model, xa, ya, args.independents)
                 print(f"provenance {json.dumps(doc['provenance'])}", flush=True)
         row["seconds"] = round(time.time() - t0, 1)
+        row["config"], row["synth_config"] = config.to_json(), synth_config.to_json()
+        row["command"], row["machine"] = doc["command"], doc["machine"]
         doc["pairs"].append(row)
         doc["seconds"] = round(time.time() - t_all, 1)
-        atomic.atomic_write(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
+        atomic.atomic_write(Path(args.out), (json.dumps(merged(old, doc) if old else doc, indent=2) + "\n").encode())
+    return 0
+
+
+def merged(old: dict, new: dict) -> dict:
+    """`old` with `new`'s pairs (and provenance, when measured) in place of old ones of the same
+    (authorised, unauthorised); each pair keeps the config, command and machine it was measured with."""
+    fresh = {(r["authorised"], r["unauthorised"]): r for r in new["pairs"]}
+    pairs = [fresh.pop((r["authorised"], r["unauthorised"]), r) for r in old["pairs"]] + list(fresh.values())
+    out = {**old, "pairs": pairs}
+    if "provenance" in new:
+        out["provenance"] = new["provenance"]
+    return out
+
+
+def provenance_only(args, doc: dict, config, spec) -> int:
+    """The first pair's source (trained as in main) and its source-available protected model, and the
+    provenance of that model under the shipped default verdict, written into `doc`'s provenance."""
+    a, u = args.pairs.split(",")[0].split(":")
+    xa, ya = datasets.inputs(split(a, "train"), spec)
+    xu, _ = datasets.inputs(split(u, "train"), spec)
+    source = derive.train(ARCH, xa, ya, jax.random.PRNGKey(1), epochs=SOURCE_EPOCHS, lr=2e-3, batch=64,
+                          name=f"{ARCH}-{a}")
+    protected = protect.protect(source, "source-available", jax.random.PRNGKey(100), config, authorised=xa,
+                                unauthorised=xu)
+    t0 = time.time()
+    doc["provenance"] = {**provenance(source, protected.model, xa, ya, args.independents),
+                         "_measured": {"pair": f"{a}:{u}", "config": config.to_json(), "command": " ".join(
+                             ["python", "benchmarks/map_bench.py", *sys.argv[1:]]), "machine": {
+                             "platform": platform.platform(), "cpus": os.cpu_count(), "load_at_start": os.getloadavg()[0]},
+                             "verdict": "jaxprov/data/verdict.json (shipped default)", "seconds": None}}
+    doc["provenance"]["_measured"]["seconds"] = round(time.time() - t0, 1)
+    print(f"provenance {json.dumps(doc['provenance'])}", flush=True)
+    atomic.atomic_write(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
     return 0
 
 
@@ -213,12 +263,15 @@ def markdown(doc: dict) -> str:
         for at in row["attacks"]:
             what = {"finetune_unauthorised": f"fine-tune on {at.get('share', 0):.0%} of unauthorised ({at.get('n')})",
                     "finetune_authorised": f"fine-tune on {at.get('n')} authorised",
+                    "finetune_fresh_init": f"reference: a fresh init fine-tuned on {at.get('share', 0):.0%} of unauthorised",
                     "prune": f"prune {at.get('fraction', 0):.0%} more"}[at["attack"]]
             lines.append(f"| {row['authorised']} -> {row['unauthorised']} | {what} | {at['authorised']:.3f} | "
                          f"{at['unauthorised']:.3f} |")
     if "provenance" in doc:
         lines += ["", "| suspect vs the source | default verdict | P(derived) |", "|---|---|---|"]
         for name, r in doc["provenance"].items():
+            if name.startswith("_"):
+                continue
             p = "" if r["p_derived"] is None else f"{r['p_derived']:.2f}"
             lines.append(f"| {name} | {r['verdict']} | {p} |")
     return "\n".join(lines)

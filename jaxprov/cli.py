@@ -320,7 +320,8 @@ def _cmd_protect_map(args) -> int:
 
     target = store.check_target(args.out, overwrite=args.force)  # before any work: a bad --out fails now
     config = protect.MapConfig(granularity=args.granularity, **{
-        k: getattr(args, k) for k in ("steps", "batch", "lr", "alpha", "beta", "lam") if getattr(args, k) is not None})
+        k: getattr(args, k) for k in ("steps", "batch", "lr", "alpha", "beta", "lam", "gamma") if getattr(args, k) is not None},
+        **({"layers": tuple(n for n in args.layers.split(",") if n)} if args.layers else {}))
     source = api.load(args.model, args.arch, progress=True)
     classes = _classes(source)
     given = {role: data_lib.load(arg, source.input_spec, classes, "train") if arg else None
@@ -563,10 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--synth-n", type=int, default=1024, help="pseudo-source inputs to synthesise (default 1024)")
     q.add_argument("--steps", type=int, help="mask optimisation steps (default: jaxprov.protect.MapConfig's)")
     q.add_argument("--batch", type=int, help="inputs per domain per step (default: jaxprov.protect.MapConfig's)")
-    q.add_argument("--lr", type=float, help="Adam learning rate of the mask scores (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--lr", type=float, help="learning rate of the mask scores' optimiser (default: jaxprov.protect.MapConfig's)")
     q.add_argument("--alpha", type=float, help="weight of the unauthorised loss (default: jaxprov.protect.MapConfig's)")
     q.add_argument("--beta", type=float, help="weight of the separation loss (default: jaxprov.protect.MapConfig's)")
     q.add_argument("--lam", type=float, help="weight of the sparsity penalty (default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--gamma", type=float, help="weight of the fine-tune-resistance term (unauthorised loss after a "
+                                                "simulated attacker step; default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--layers", help="comma-separated top-level layers whose kernels are masked (default: all)")
     q.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     q.add_argument("--force", action="store_true", help="replace a stored model already in --out")
     q.set_defaults(func=_cmd_protect_map)

@@ -104,10 +104,12 @@ def test_a_run_resumes_from_its_checkpoint_exactly(source, domains, tmp_path):
     for k in straight.scores:
         assert np.array_equal(straight.scores[k], resumed.scores[k])
     # jaxprov.checkpoint's rule: another run's checkpoint is ignored with a line (and overwritten) ...
+    # (this other run also trains against a simulated attacker: MapConfig.gamma)
     with pytest.warns(UserWarning, match=f"{checkpoint}: a checkpoint of another MAP mask run"):
-        other = protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, alpha=2.0),
+        other = protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, gamma=1.0),
                               jax.random.PRNGKey(3), checkpoint)
     assert other.resumed_from == 0
+    assert other.history[-1]["after_attack"] > 0.0 and np.isfinite(other.history[-1]["after_attack"])
     # ... one of this run that does not fit its state, or a damaged file, is refused with one line.
     with zipfile.ZipFile(checkpoint) as z:
         members = {n: z.read(n) for n in z.namelist()}
@@ -115,7 +117,7 @@ def test_a_run_resumes_from_its_checkpoint_exactly(source, domains, tmp_path):
         for n, raw in members.items():
             z.writestr(n, raw if n != "leaf0.npy" else raw[:-4])
     with pytest.raises(JaxprovError, match="does not fit this run") as err:
-        protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, alpha=2.0), jax.random.PRNGKey(3),
+        protect.learn(source, xa, xu, protect.MapConfig(steps=4, batch=32, gamma=1.0), jax.random.PRNGKey(3),
                       checkpoint)
     assert str(err.value).startswith(f"{checkpoint}: ") and "delete it" in str(err.value)
     checkpoint.write_bytes(b"not an npz")
@@ -178,6 +180,14 @@ def test_baselines_keep_the_learned_masks_per_layer_sparsity(source, protected):
     for k, m in magnitude.items():
         if 0 < m.sum() < m.size:
             assert kernels[k][m].min() >= kernels[k][~m].max()
+
+
+def test_a_mask_restricted_to_layers_scores_only_their_kernels(source):
+    scores = masks.MaskSpec("weight", ("conv1", "conv2")).init_scores(source.params, 1.0)
+    assert sorted(scores) == ["conv1/kernel", "conv2/kernel"]
+    assert scores["conv1/kernel"].shape == source.params["params"]["conv1"]["kernel"].shape
+    with pytest.raises(JaxprovError, match="no convolution or dense kernels to mask in layers bn1"):
+        masks.MaskSpec("weight", ("bn1",)).init_scores(source.params, 1.0)
 
 
 def _cli_error(argv, capsys) -> str:

@@ -7,6 +7,9 @@ recoverable from it beyond "these weights are zero") and:
   finetune_authorised    fine-tunes on labelled authorised data (hoping general features return);
   prune                  magnitude-prunes a further share of the weights (hoping the protection
                          lives in small weights).
+The same fine-tuning of a freshly initialised model of the same arch (`fresh_reference`) is the
+floor no protection that leaves the network trainable can push the attack below: what the attacker's
+labelled share teaches without any of the source's knowledge.
 Every attack runs the one training loop (`jaxprov.training.derive`), with its settings recorded.
 Fine-tuning gets a fixed number of optimiser steps whatever the share, so 1 % is not also "fewer
 steps": epochs = ceil(steps * batch / n).
@@ -19,6 +22,7 @@ import math
 import jax
 import numpy as np
 
+from jaxprov import models
 from jaxprov.model import Model
 from jaxprov.training import derive
 from jaxprov.training.loop import accuracy
@@ -40,6 +44,15 @@ def finetune_unauthorised(protected: Model, x, y, shares, key: jax.Array, evalua
         rows.append({"attack": "finetune_unauthorised", "share": share, "n": n, "epochs": epochs,
                      "steps": epochs * (n // b), **evaluate(child)})
     return rows
+
+
+def fresh_reference(protected: Model, x, y, shares, key: jax.Array, evaluate, steps: int = 200,
+                    lr: float = 1e-3, batch: int = 64) -> list[dict]:
+    """finetune_unauthorised's rows for a freshly initialised model of `protected`'s arch (init from
+    `fold_in(key, 1)`, the same data order and steps): attack "finetune_fresh_init"."""
+    fresh = models.init(protected.arch, jax.random.fold_in(key, 1), name=f"{protected.arch}-fresh")
+    rows = finetune_unauthorised(fresh, x, y, shares, key, evaluate, steps, lr, batch)
+    return [{**r, "attack": "finetune_fresh_init"} for r in rows]
 
 
 def finetune_authorised(protected: Model, x, y, key: jax.Array, evaluate, steps: int = 200, lr: float = 1e-3,

@@ -45,10 +45,14 @@ class MaskSpec:
     """Which leaves of `params["params"]` are masked, and at what granularity."""
 
     granularity: str = "weight"
+    layers: tuple = ()  # top-level layer names whose kernels are masked; () = every kernel
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
             raise JaxprovError(f"unknown mask granularity {self.granularity!r}; use one of {', '.join(GRANULARITIES)}")
+
+    def masks(self, path: tuple[str, ...], leaf) -> bool:
+        return maskable(path, leaf) and (not self.layers or path[0] in self.layers)
 
     def score_shape(self, leaf) -> tuple[int, ...]:
         shape = tuple(np.shape(leaf))
@@ -57,15 +61,16 @@ class MaskSpec:
     def init_scores(self, params, value: float) -> dict:
         """Scores {path string: array} for every maskable leaf of `params["params"]`, all = value."""
         scores = {"/".join(p): jnp.full(self.score_shape(leaf), value, jnp.float32)
-                  for p, leaf in _paths(params["params"]) if maskable(p, leaf)}
+                  for p, leaf in _paths(params["params"]) if self.masks(p, leaf)}
         if not scores:
-            raise JaxprovError("the model has no convolution or dense kernels to mask")
+            raise JaxprovError("the model has no convolution or dense kernels to mask"
+                               + (f" in layers {', '.join(self.layers)}" if self.layers else ""))
         return scores
 
     def weights_per_score(self, params) -> dict:
         """{path string: how many weights each score of that leaf switches} (1, or a kernel's fan-in)."""
         return {"/".join(p): (1 if self.granularity == "weight" else int(np.size(leaf) // np.shape(leaf)[-1]))
-                for p, leaf in _paths(params["params"]) if maskable(p, leaf)}
+                for p, leaf in _paths(params["params"]) if self.masks(p, leaf)}
 
 
 def hard(scores: dict) -> dict:

@@ -43,7 +43,10 @@ MIN_CONFIDENCE = 0.5
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
     """n inputs, made in batches of `batch`, each batch optimised for `steps` Adam steps at `lr`;
-    loss weights: BatchNorm statistics (bn), class cross-entropy (ce), total variation (tv), L2 (l2)."""
+    loss weights: BatchNorm statistics (bn), class cross-entropy (ce), total variation (tv), L2 (l2);
+    jitter: each step's loss is taken on the batch rolled by a random shift of up to `jitter` pixels
+    in each direction (DeepInversion's jitter; 0 = off), so the inputs cannot lean on exact pixel
+    positions."""
 
     n: int = 1024
     batch: int = 128
@@ -53,6 +56,7 @@ class SynthConfig:
     ce: float = 1.0
     tv: float = 1e-3
     l2: float = 1e-4
+    jitter: int = 0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,7 +95,7 @@ def pseudo_source(model: Model, key: jax.Array, config: SynthConfig = SynthConfi
         size = min(config.batch, config.n - b * config.batch)
         x0 = model.input_spec.example(size, kb)
         targets = (jnp.arange(size) + b * config.batch) % classes
-        x, p = run(model.params, x0, targets.astype(jnp.int32), lo, hi)
+        x, p = run(model.params, x0, targets.astype(jnp.int32), lo, hi, jax.random.fold_in(kb, 1))
         out.append(np.asarray(x))
         conf.append(np.asarray(p))
         if progress is not None:
@@ -149,15 +153,19 @@ def _batch_fn(module, config: SynthConfig, use_bn: bool):
         return loss
 
     @jax.jit
-    def run(params, x, targets, lo, hi):
-        def body(carry, _):
+    def run(params, x, targets, lo, hi, key):
+        def body(carry, k):
             x, state = carry
-            g = jax.grad(loss_fn)(x, params, targets)
+            if config.jitter:
+                dx, dy = jax.random.randint(k, (2,), -config.jitter, config.jitter + 1)
+                g = jax.grad(lambda z: loss_fn(jnp.roll(z, (dx, dy), axis=(1, 2)), params, targets))(x)
+            else:
+                g = jax.grad(loss_fn)(x, params, targets)
             with jax.numpy_dtype_promotion("standard"):
                 updates, state = optimizer.update(g, state, x)
             return (jnp.clip(optax.apply_updates(x, updates), lo, hi), state), None
 
-        (x, _), _ = jax.lax.scan(body, (x, optimizer.init(x)), None, length=config.steps)
+        (x, _), _ = jax.lax.scan(body, (x, optimizer.init(x)), jax.random.split(key, config.steps))
         p = jax.nn.softmax(module.apply(params, x)[0], axis=-1)
         return x, jnp.take_along_axis(p, targets[:, None], axis=1)[:, 0]
 

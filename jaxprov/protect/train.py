@@ -8,6 +8,15 @@ resumed from a checkpoint takes exactly the steps an uninterrupted one takes. Th
     + alpha * unauthorised(z_masked(x_u))                 (losses.unauthorised, to a fixed near-uniform q)
     + beta * separation(f_masked(x_u), mean f_source(x_a)) (losses.separation; beta = 0 turns it off)
     + lam * sparsity(m)                                   (losses.sparsity)
+    + gamma * unauthorised(z_attacked(x_u))               (fine-tune resistance; gamma = 0 turns it off)
+
+where z_attacked is the masked model after `inner_steps` simulated attacker steps: sign-gradient
+(Adam-like, every weight moved by `inner_lr`, the zeroed ones too) descent on the cross-entropy of
+the unauthorised batch against the source's own labels for it (the attacker's labels, which we do not
+have, replaced by what the source says). First order (the attacker's steps are constants to the
+outer gradient, as first-order MAML; NTL-robust and "non-fine-tunable" learning train against a
+simulated fine-tuning the same way), so the mask is pushed toward weights from which that attack
+still lands on the fixed unauthorised output.
 
 with every model output in eval mode (BatchNorm on the source's running statistics: the frozen
 model is one fixed function of its weights). Only the scores are optimised; `model.params` is never
@@ -54,6 +63,9 @@ class MapConfig:
     alpha, beta, lam: weights of the unauthorised, separation and sparsity terms.
     temperature: T of the authorised distillation.
     granularity: "weight" or "channel" (masks.MaskSpec).
+    layers: the top-level layers whose kernels are masked (() = all; masks.MaskSpec).
+    gamma, inner_steps, inner_lr: weight of the fine-tune-resistance term, and the simulated
+      attacker's sign-gradient steps and step size (see the module docstring).
     """
 
     steps: int = 600
@@ -66,13 +78,18 @@ class MapConfig:
     lam: float = 0.0
     temperature: float = 1.0
     granularity: str = "weight"
+    layers: tuple = ()
     checkpoint_every: int = 100
+    gamma: float = 0.0
+    inner_steps: int = 1
+    inner_lr: float = 0.01
 
     def __post_init__(self):
-        masks_lib.MaskSpec(self.granularity)  # validates
+        object.__setattr__(self, "layers", tuple(self.layers))  # a JSON list reads back as the same config
+        masks_lib.MaskSpec(self.granularity, self.layers)  # validates
         if self.optimizer not in OPTIMIZERS:
             raise JaxprovError(f"unknown MAP optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-        for name in ("steps", "batch", "checkpoint_every"):
+        for name in ("steps", "batch", "checkpoint_every", "inner_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise JaxprovError(f"MAP setting {name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("lr", "init_score", "temperature"):
@@ -112,10 +129,11 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     xu = jnp.asarray(unauthorised_x, jnp.float32)
     if xa.shape[0] == 0 or xu.shape[0] == 0:
         raise JaxprovError("MAP needs at least one authorised and one unauthorised input")
-    spec = masks_lib.MaskSpec(config.granularity)
+    spec = masks_lib.MaskSpec(config.granularity, config.layers)
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
     source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
     source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
+    source_labels_u = jnp.argmax(predict(model, xu), axis=-1).astype(jnp.int32)  # the simulated attacker's labels
     scores = spec.init_scores(params, config.init_score)
     per_score = spec.weights_per_score(params)
     optimizer = OPTIMIZERS[config.optimizer](config.lr)
@@ -133,7 +151,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         ka, ku = jax.random.split(k)
         ia = jax.random.randint(ka, (min(config.batch, xa.shape[0]),), 0, xa.shape[0])
         iu = jax.random.randint(ku, (min(config.batch, xu.shape[0]),), 0, xu.shape[0])
-        scores, opt_state, parts = step(scores, opt_state, params, xa[ia], source_probs[ia], xu[iu], source_mean)
+        scores, opt_state, parts = step(scores, opt_state, params, xa[ia], source_probs[ia], xu[iu],
+                                        source_labels_u[iu], source_mean)
         if (i + 1) % 25 == 0 or i + 1 == config.steps:
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
             if progress is not None:
@@ -157,7 +176,18 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
     per_score = dict(per_score_items)
     optimizer = OPTIMIZERS[config.optimizer](config.lr)
 
-    def loss_fn(scores, params, xa, pa, xu, source_mean):
+    def attacked(masked, xu, yu):
+        """The masked params after the simulated attacker's steps (constants to the outer gradient)."""
+        weights = masked["params"]
+        for _ in range(config.inner_steps):
+            def ce(w):
+                return optax.softmax_cross_entropy_with_integer_labels(module.apply({**masked, "params": w}, xu)[0],
+                                                                       yu).mean()
+            g = jax.lax.stop_gradient(jax.grad(ce)(weights))
+            weights = jax.tree_util.tree_map(lambda w, d: w - config.inner_lr * jnp.sign(d), weights, g)
+        return {**masked, "params": weights}
+
+    def loss_fn(scores, params, xa, pa, xu, yu, source_mean):
         ste = masks_lib.straight_through(scores)
         masked = masks_lib.apply(params, ste)
         out_a, _ = module.apply(masked, xa)
@@ -169,11 +199,15 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
         if config.beta:
             parts["separation"] = losses.separation(feats_u["pre_logits"], source_mean)
             total = total + config.beta * parts["separation"]
+        if config.gamma:
+            out_t, _ = module.apply(attacked(masked, xu, yu), xu)
+            parts["after_attack"] = losses.unauthorised(out_t)
+            total = total + config.gamma * parts["after_attack"]
         return total, parts
 
     @jax.jit
-    def step(scores, opt_state, params, xa, pa, xu, source_mean):
-        grads, parts = jax.grad(loss_fn, has_aux=True)(scores, params, xa, pa, xu, source_mean)
+    def step(scores, opt_state, params, xa, pa, xu, yu, source_mean):
+        grads, parts = jax.grad(loss_fn, has_aux=True)(scores, params, xa, pa, xu, yu, source_mean)
         with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes its int32 count with floats
             updates, opt_state = optimizer.update(grads, opt_state, scores)
         return optax.apply_updates(scores, updates), opt_state, parts
