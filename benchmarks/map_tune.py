@@ -1,0 +1,99 @@
+"""MAP tuning runs on one domain pair: each MapConfig variant measured against the same source, the
+way docs/results.md's "MAP tuning" table was made (changes are tried on one pair before the whole
+benchmark is rerun). Appends one row per variant to --out (docs/results/map_tuning.json).
+
+    PYTHONPATH=. python benchmarks/map_tune.py [--pair mnistm:mnist] [--setting source-available]
+        [--synth '{"steps": 200, "jitter": 2}'] [--attack] --cfg '{"steps": 300, "alpha": 1.0}' [--cfg ...]
+
+The source is map_bench.py's (lenet_bn, 4 epochs, key 1, on the authorised training split), the mask
+key PRNGKey(100) (map_bench's first pair's); a cfg with "steps_list": [600, 1200] measures one run at
+each length (a checkpoint continues the shorter run). --attack adds the 1 % labelled fine-tuning of
+the protected model (100 steps) and, once, of a fresh init (the attack's floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jaxprov  # noqa: E402
+from jaxprov import atomic, datasets, models, protect, store  # noqa: E402
+from jaxprov.protect import attacks, data as data_lib  # noqa: E402
+from jaxprov.training import derive  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pair", default="mnistm:mnist")
+    ap.add_argument("--setting", default="source-available", choices=protect.SETTINGS)
+    ap.add_argument("--cfg", action="append", default=[], help="JSON MapConfig overrides (batch 128 unless given)")
+    ap.add_argument("--synth", default="{}", help="JSON SynthConfig overrides (n 512, steps 100 unless given)")
+    ap.add_argument("--attack", action="store_true")
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "map-tune"), help="source models kept here")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "map_tuning.json"))
+    args = ap.parse_args()
+    a, u = args.pair.split(":")
+    spec = models.create("lenet_bn")[2]
+
+    def split(d, purpose):
+        return f"{d}:{data_lib.TRAIN_SPLIT.get(d, 'train')}" if purpose == "train" else f"{d}:test"
+
+    xa, ya = datasets.inputs(split(a, "train"), spec)
+    xu, yu = datasets.inputs(split(u, "train"), spec)
+    ta, tu = datasets.inputs(split(a, "test"), spec), datasets.inputs(split(u, "test"), spec)
+    cache = Path(args.cache) / f"src-{a}-e4"
+    if cache.exists():
+        src = jaxprov.load(cache)
+    else:
+        src = derive.train("lenet_bn", xa, ya, jax.random.PRNGKey(1), epochs=4, lr=2e-3, batch=64, name=f"lenet_bn-{a}")
+        store.save_model(src, cache)
+    ev = attacks.evaluator({"authorised": ta, "unauthorised": tu})
+    common = {"pair": args.pair, "setting": args.setting, "synth": json.loads(args.synth),
+              "command": " ".join(["python", "benchmarks/map_tune.py", *sys.argv[1:]]),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()[0]}}
+    rows = []
+    if args.attack:
+        (fresh,) = attacks.fresh_reference(src, xu, yu, (0.01,), jax.random.PRNGKey(9), ev, steps=100)
+        rows.append({**common, "variant": "fresh init, 1 % fine-tuning", "ft1": fresh})
+        print(json.dumps(rows[-1]), flush=True)
+    for c in args.cfg:
+        kw = json.loads(c)
+        checkpoint = Path(args.cache) / ("ck-" + hashlib.sha256((c + args.pair + args.setting + args.synth).encode())
+                                         .hexdigest()[:16] + ".npz")
+        for steps in kw.pop("steps_list", [kw.get("steps", 300)]):
+            cfg = protect.MapConfig(**{"batch": 128, **kw, "steps": steps})
+            t0 = time.time()
+            r = protect.protect(src, args.setting, jax.random.PRNGKey(100), cfg, checkpoint=checkpoint,
+                                authorised=xa if args.setting == "source-available" else None,
+                                unauthorised=None if args.setting == "data-free" else xu,
+                                synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}))
+            e = protect.evaluate(src, r.model, ta, tu)
+            row = {**common, "variant": {**kw, "steps": steps}, "density": r.run.density,
+                   "seconds": round(time.time() - t0), **{k: e[k] for k in (
+                       "authorised_before", "authorised_after", "unauthorised_before", "unauthorised_after", "st_d")}}
+            if args.attack:
+                (row["ft1"],) = attacks.finetune_unauthorised(r.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
+                                                              steps=100)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if out.exists() else {"benchmark": "map_tuning", "rows": []}
+    old["rows"] += rows
+    atomic.atomic_write(out, (json.dumps(old, indent=2) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
