@@ -83,7 +83,7 @@ def _subset(data: dna.TrainingSet, entries: dict, n_bases: int | None) -> dna.Tr
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True)
-    ap.add_argument("--preset", default="cpu", choices=["cpu", "text"],
+    ap.add_argument("--preset", default="cpu", choices=["cpu", "text", "text-ci"],
                     help="the reuse benchmark's preset (text: tiny BERTs; written as the 'text' section of --out)")
     ap.add_argument("--train", required=True)
     ap.add_argument("--out", default=str(ROOT / "docs/results/dna.json"))

@@ -144,7 +144,7 @@ def train(data: TrainingSet, arch: Architecture = Architecture(), config: TrainC
         state = _resume(ckpt, stamp, state, opt, log)
 
     def encode(g_params, xs):
-        return jnp.zeros((xs.shape[0], arch.width), jnp.float32) if g_mod is None else g_mod.apply(g_params, xs)
+        return jnp.zeros((n_items(xs), arch.width), jnp.float32) if g_mod is None else g_mod.apply(g_params, xs)
 
     # Stage 1: g contrastively (the models are fixed).
     anchors = _stage1_batches(pairs, v.shape[0])
