@@ -4,6 +4,8 @@ builder (the text-ci preset's zoo), and DNA on their token inputs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -84,6 +86,10 @@ def text_detector(text_ci_zoo, tmp_path_factory):
     detector = dna.train(data, arch, dna.TrainConfig(stage1_steps=60, stage2_steps=120), log=lambda line: None)
     out = tmp_path_factory.mktemp("text_dna") / "det"
     detector.with_params(detector.params, **bench_dna.input_record(zoo[train[0]].input_spec)).save(out)
+    # Without g (the benchmark's no-g ablation) a text detector trains too: DNA is the output view alone.
+    no_g = dna.train(data, dataclasses.replace(arch, encoder=None), dna.TrainConfig(stage1_steps=5, stage2_steps=5),
+                     log=lambda line: None)
+    assert not np.any(np.asarray(no_g.encode(data.x)))
     return out, entries, train
 
 
