@@ -7,9 +7,9 @@ recoverable from it beyond "these weights are zero") and:
   finetune_authorised    fine-tunes on labelled authorised data (hoping general features return);
   prune                  magnitude-prunes a further share of the weights (hoping the protection
                          lives in small weights).
-The same fine-tuning of a freshly initialised model of the same arch (`fresh_reference`) is the
-floor no protection that leaves the network trainable can push the attack below: what the attacker's
-labelled share teaches without any of the source's knowledge.
+The same fine-tuning of a freshly initialised model of the same arch (`fresh_reference`) measures
+what the attacker's labelled share teaches without any of the source's knowledge: a protection that
+holds the attack below it must make the model a worse starting point than random weights.
 Every attack runs the one training loop (`jaxprov.training.derive`), with its settings recorded.
 Fine-tuning gets a fixed number of optimiser steps whatever the share, so 1 % is not also "fewer
 steps": epochs = ceil(steps * batch / n).
