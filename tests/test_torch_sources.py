@@ -243,12 +243,7 @@ def test_timm_models_scan_and_compare_from_the_cli(timm, torch, tmp_path, capsys
         assert cli.main(["convert", str(tmp_path / f"{name}.pth"), "--arch", "timm:test_resnet",
                          "--input-shape", "32,32,3", "--out", str(folder / name)]) == 0
     capsys.readouterr()
-    assert cli.main(["scan", str(folder), "--out", str(tmp_path / "scan"), "--method", "weights",
-                     "--seeds", "synthetic"]) == 0
-    assert "skipped" not in capsys.readouterr().err
-    report = json.loads((tmp_path / "scan" / "report.json").read_text())
-    index = {name: i for i, name in enumerate(report["labels"])}
-    row = report["methods"]["weights"]["matrix"][index["parent"]]
+    row, index = _scan_weights_row(folder, tmp_path / "scan", "parent", capsys)
     assert row[index["child"]] > 0.99 > row[index["independent"]], row
     similarity = {}
     for suspect in ("child", "independent"):
@@ -257,6 +252,16 @@ def test_timm_models_scan_and_compare_from_the_cli(timm, torch, tmp_path, capsys
         similarity[suspect] = json.loads(capsys.readouterr().out)["methods"]["weights"]["similarity"]
     assert similarity["child"] == pytest.approx(row[index["child"]], abs=1e-5)
     assert similarity["independent"] == pytest.approx(row[index["independent"]], abs=1e-5)
+
+
+def _scan_weights_row(folder, out, reference, capsys):
+    """`jaxprov scan folder --method weights --seeds synthetic` (exit 0, no entry skipped): the
+    reference's row of the weights matrix and {model name: index}."""
+    assert cli.main(["scan", str(folder), "--out", str(out), "--method", "weights", "--seeds", "synthetic"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    index = {name: i for i, name in enumerate(report["labels"])}
+    return report["methods"]["weights"]["matrix"][index[reference]], index
 
 
 def test_timm_errors_are_one_line(timm, torch, tmp_path, capsys):
@@ -313,12 +318,7 @@ def test_a_folder_of_export_archives_scans_and_compares(archive, torch, tmp_path
     other = torch.export.export(SmallCNN().eval(), (torch.randn(2, 3, 16, 16),),
                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     torch.export.save(other, folder / "other.pt2")
-    assert cli.main(["scan", str(folder), "--out", str(tmp_path / "scan"), "--method", "weights",
-                     "--seeds", "synthetic"]) == 0
-    assert "skipped" not in capsys.readouterr().err
-    report = json.loads((tmp_path / "scan" / "report.json").read_text())
-    index = {name: i for i, name in enumerate(report["labels"])}
-    row = report["methods"]["weights"]["matrix"][index["a"]]
+    row, index = _scan_weights_row(folder, tmp_path / "scan", "a", capsys)
     assert row[index["copy"]] == pytest.approx(1.0, abs=1e-6) and row[index["other"]] < 0.9
     assert cli.main(["compare", str(folder / "a.pt2"), str(folder / "other.pt2"), "--method", "weights",
                      "--json"]) == 0
