@@ -225,17 +225,8 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
         raise ArgumentError(f"seeds must be a seed source name or path (str), not {type(source).__name__}")
     source_path = Path(source)
     labels = None
-    if spec.modality == "text" and source.partition(":")[0] in datasets.TEXT_DOMAINS:
-        name, split = datasets.parse(source)
-        ids, labels = datasets.domain(name)[split]
-        if n > len(ids):
-            raise JaxprovError(f"{source}: asked for {n} seeds but it holds only {len(ids)} sentences")
-        index = np.sort(np.asarray(jax.random.choice(key, len(ids), (n,), replace=False)))
-        return Probes(datasets.tokens(ids[index], spec, source),
-                      {"source": source, "n": n, "key": key_repr(key),
-                       "index_sha256": hashlib.sha256(index.tobytes()).hexdigest()[:16]},
-                      labels[index].astype(np.int32))
-    if spec.modality == "text" and source != "synthetic":
+    text_split = source.partition(":")[0] in datasets.TEXT_DOMAINS  # token ids: the generic path below
+    if spec.modality == "text" and source != "synthetic" and not text_split:
         raise JaxprovError(f"seeds {source!r}: a text model needs text seeds, which need its tokenizer: "
                            "build them with jaxprov.probes.text_seeds(sentences.txt, tokenizer_dir, ...) "
                            "and pass the Probes, use a text domain's split (text:test) or synthetic")
@@ -269,7 +260,8 @@ def seeds(source: str, spec: InputSpec, n: int, key: jax.Array) -> Probes:
     if n > len(raw):
         raise JaxprovError(f"{source}: asked for {n} seeds but it holds only {len(raw)} inputs")
     index = np.sort(np.asarray(jax.random.choice(key, len(raw), (n,), replace=False)))
-    return Probes(_adapt_in_chunks(raw[index], spec), {"source": str(source), "n": n, "key": key_repr(key),
+    x = datasets.tokens(raw[index], spec, source) if spec.modality == "text" else _adapt_in_chunks(raw[index], spec)
+    return Probes(x, {"source": str(source), "n": n, "key": key_repr(key),
                                             "index_sha256": hashlib.sha256(index.tobytes()).hexdigest()[:16]},
                   None if labels is None else np.asarray(labels)[index].astype(np.int32))
 

@@ -87,8 +87,8 @@ def default_architecture(spec, view: str = "logits", n_classes: int | None = Non
     encoder on text (its vocabulary the models'), `n_classes` outputs in the view (default 10; the
     text domain's 6 classes for text)."""
     if spec.modality == "text":
-        return dna_lib.Architecture(view=view, n_classes=n_classes or len(text_corpus.CLASSES), k=n_classes or
-                                    len(text_corpus.CLASSES), encoder="tokens", vocab_size=spec.vocab_size)
+        n = n_classes or len(text_corpus.CLASSES)
+        return dna_lib.Architecture(view=view, n_classes=n, k=n, encoder="tokens", vocab_size=spec.vocab_size)
     return dna_lib.Architecture(view=view, **({} if n_classes is None else {"n_classes": n_classes}))
 
 
@@ -156,8 +156,9 @@ def train_from_preset(preset_name: str | None, out: str | Path, arch: dna_lib.Ar
         source = {"zoo": str(Path(zoo).absolute())}
     spec = next(iter(models.values())).input_spec
     seeds = PRESETS[preset_name].seeds if zoo is None else _held_out_seeds(entries)
-    log(f"[2/3] outputs of {len(models)} models on {min(TRAIN_PROBES, split_size(seeds))} probes ({seeds})")
-    data = training_set(models, entries, seeds=seeds)
+    n_probes = min(TRAIN_PROBES, split_size(seeds))
+    log(f"[2/3] outputs of {len(models)} models on {n_probes} probes ({seeds})")
+    data = training_set(models, entries, seeds=seeds, n_probes=n_probes)
     log("[3/3] training (resumable)")
     arch = default_architecture(spec, view) if arch is None else arch
     det = dna_lib.train(data, arch, config, out=out, log=log, name=out.name, recipe_digest=digest)
