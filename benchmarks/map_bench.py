@@ -22,6 +22,7 @@ model against its source and independently trained models (jaxprov.compare, defa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -136,7 +137,7 @@ def main() -> int:
         print(f"{a}->{u} attacks {json.dumps(row['attacks'])}", flush=True)
         if n_pair == 0 and not args.no_extras:
             channel = protect.protect(source, "source-available", key,
-                                      protect.MapConfig(steps=steps, batch=128, granularity="channel"),
+                                      dataclasses.replace(config, granularity="channel"),
                                       authorised=xa, unauthorised=xu)
             row["channel_granularity"] = {**protect.evaluate(source, channel.model, test["authorised"],
                                                              test["unauthorised"]), "density": channel.run.density}

@@ -229,9 +229,7 @@ def craft(model: Model, seeds, threshold: float = DEFAULT_THRESHOLD, config: Cra
             progress(stop, need)
     crafted = np.concatenate(crafted)
     params = [model.params, *noisy_copies(model, config.weight_noise, config.noise_copies, NOISE_KEY)]
-    exit_logits = _exit_logits(params, features, crafted)
-    if copies:
-        exit_logits = np.concatenate([exit_logits, _exit_logits(copies, features, crafted)])
+    exit_logits = _exit_logits([*params, *copies], features, crafted)
     targets = np.asarray(targets)
     stops = robust_stop(exit_logits[0], threshold, config.margin)
     answers = np.asarray(exit_rule(jnp.asarray(exit_logits[0]), threshold)[2])

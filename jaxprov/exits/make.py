@@ -49,7 +49,7 @@ def make(model: Model, seeds: str = "mnist:test", threshold: float = staged.DEFA
     early = staged.EarlyExit(model, threshold)
     profile, _, _ = staged.profile(early, crafted["samples"], repeats=5)
     meta = {"num_exits": k, "threshold": threshold, "input_shape": list(model.input_spec.shape),
-            "owner": {"name": model.name, "arch": model.arch, "params_sha256": model_digest(model)},
+            "owner": _ref(model),
             "recipe": {"craft": dict(vars(config)), "seeds": seed_probes.meta, "key": key_repr(key),
                        "tried": crafted["tried"], "kept": crafted["kept"], "robust": crafted["robust"],
                        "copies": [_ref(m) for m in copies], "decoys": [_ref(m) for m in decoys],

@@ -133,7 +133,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
     source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
     source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
-    source_labels_u = jnp.argmax(predict(model, xu), axis=-1).astype(jnp.int32)  # the simulated attacker's labels
+    source_labels_u = (jnp.argmax(predict(model, xu), axis=-1).astype(jnp.int32) if config.gamma  # the simulated
+                       else jnp.zeros(xu.shape[0], jnp.int32))  # attacker's labels: read by the gamma term only
     scores = spec.init_scores(params, config.init_score)
     per_score = spec.weights_per_score(params)
     optimizer = OPTIMIZERS[config.optimizer](config.lr)
