@@ -391,6 +391,7 @@ def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
     directory.mkdir(parents=True, exist_ok=True)
     outside = directory / "outside.safetensors"  # non-zero weights: reading it would show
     outside.write_bytes(safetensors_bytes(bert_state_dict(fill=1.0)))
+    bases = detector_bases(directory / "bases") if n and kind in ("detector", "detector-params") else None
     for i in range(n):
         if kind == "pt":
             path = directory / f"case{i}.pt"
@@ -402,7 +403,6 @@ def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
             path = directory / "cases" / f"case{i}"
             yield _folder_case(rng, path, outside), path
         elif kind in ("detector", "detector-params"):
-            bases = bases if i else detector_bases(directory / "bases")
             path = directory / "detectors" / f"detector-case{i}"
             yield _detector_case(rng, path, bases, outside, 2 if kind == "detector" else DETECTOR_PARAMS_KINDS), path
         else:
