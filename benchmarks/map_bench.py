@@ -44,10 +44,29 @@ from jaxprov.training.loop import accuracy  # noqa: E402
 
 ARCH = "lenet_bn"
 SOURCE_EPOCHS = 4
+MASK_KEY = 100  # a run's n-th pair learns its mask from PRNGKey(MASK_KEY + n)
 
 
 def split(domain: str, purpose: str) -> str:
     return f"{domain}:{data_lib.TRAIN_SPLIT.get(domain, 'train')}" if purpose == "train" else f"{domain}:test"
+
+
+def train(x, y, seed: int, name: str):
+    """The benchmark's lenet_bn recipe (SOURCE_EPOCHS epochs, lr 2e-3, batch 64) from PRNGKey(seed): the
+    sources (seed 1, named `source_name`) and the independents of the provenance check."""
+    return derive.train(ARCH, x, y, jax.random.PRNGKey(seed), epochs=SOURCE_EPOCHS, lr=2e-3, batch=64, name=name)
+
+
+def train_source(domain: str, x, y):
+    """The source of the pairs authorised on `domain`, trained on (x, y), its training split."""
+    return train(x, y, 1, f"{ARCH}-{domain}")
+
+
+def run_record(argv: list[str]) -> dict:
+    """The command and machine a run records (its document, each pair, the provenance)."""
+    return {"command": " ".join(["python", "benchmarks/map_bench.py", *argv]),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0]),
+                        "load_at_start": os.getloadavg()[0]}}
 
 
 def main() -> int:
@@ -60,7 +79,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer steps and no attacks (a smoke run)")
     ap.add_argument("--no-extras", action="store_true", help="skip the channel mask and provenance on the first pair")
     ap.add_argument("--from-log", nargs="+", help="rebuild --out from the stdout logs of runs cut short by a deadline "
-                                                  "(the figures they printed, to 3 decimals)")
+                                                  "(the figures they printed, to 3 decimals; labelled with each log's run line)")
     ap.add_argument("--markdown", action="store_true", help="print --out's results as docs/results.md tables")
     ap.add_argument("--config", default="{}", help="JSON overrides of protect.MapConfig")
     ap.add_argument("--synth-config", default="{}", help="JSON overrides of protect.SynthConfig")
@@ -79,15 +98,17 @@ def main() -> int:
     config = protect.MapConfig(**{"steps": steps, "batch": 128, **json.loads(args.config)})
     synth_config = protect.SynthConfig(**{"n": 256 if args.quick else 512, "steps": 50 if args.quick else 100,
                                           **json.loads(args.synth_config)})
-    doc = {"benchmark": "map", "command": " ".join(["python", "benchmarks/map_bench.py", *sys.argv[1:]]),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0]),
-                       "load_at_start": os.getloadavg()[0]},
+    record = run_record(sys.argv[1:])
+    doc = {"benchmark": "map", **record,
            "versions": {"jaxprov": jaxprov.__version__, "jax": jax.__version__},
            "arch": ARCH, "source_epochs": SOURCE_EPOCHS, "config": config.to_json(),
            "synth_config": synth_config.to_json(), "pairs": []}
+    # The log's first line: how this run was made, which --from-log reads back.
+    print("run " + json.dumps({key: doc[key] for key in ("command", "machine", "versions", "config", "synth_config")}),
+          flush=True)
     old = json.loads(Path(args.out).read_text()) if (args.merge or args.provenance_only) and Path(args.out).exists() else None
     if args.provenance_only:
-        return provenance_only(args, old or doc, config, spec)
+        return provenance_only(args, old or doc, record, config, spec)
     sources = {}
     t_all = time.time()
     for n_pair, pair in enumerate(args.pairs.split(",")):
@@ -98,12 +119,11 @@ def main() -> int:
         test = {"authorised": datasets.inputs(split(a, "test"), spec),
                 "unauthorised": datasets.inputs(split(u, "test"), spec)}
         if a not in sources:
-            sources[a] = derive.train(ARCH, xa, ya, jax.random.PRNGKey(1), epochs=SOURCE_EPOCHS, lr=2e-3,
-                                      batch=64, name=f"{ARCH}-{a}")
+            sources[a] = train_source(a, xa, ya)
             print(f"source {a}: {time.time() - t0:.0f} s", flush=True)
         source = sources[a]
         row = {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {}, "attacks": []}
-        key = jax.random.PRNGKey(100 + n_pair)
+        key = jax.random.PRNGKey(MASK_KEY + n_pair)
         for setting in protect.SETTINGS:
             ts = time.time()
             result = protect.protect(source, setting, key, config,
@@ -162,26 +182,25 @@ def merged(old: dict, new: dict) -> dict:
     out = {**old, "pairs": pairs}
     if "provenance" in new:
         out["provenance"] = new["provenance"]
+        out.pop("provenance_measured", None)  # it described the old rows
     return out
 
 
-def provenance_only(args, doc: dict, config, spec) -> int:
+def provenance_only(args, doc: dict, record: dict, config, spec) -> int:
     """The first pair's source (trained as in main) and its source-available protected model, and the
-    provenance of that model under the shipped default verdict, written into `doc`'s provenance."""
+    provenance of that model under the shipped default verdict, written into `doc`'s provenance (and how
+    it was measured, `record` included, beside it in provenance_measured)."""
     a, u = args.pairs.split(",")[0].split(":")
     xa, ya = datasets.inputs(split(a, "train"), spec)
     xu, _ = datasets.inputs(split(u, "train"), spec)
-    source = derive.train(ARCH, xa, ya, jax.random.PRNGKey(1), epochs=SOURCE_EPOCHS, lr=2e-3, batch=64,
-                          name=f"{ARCH}-{a}")
-    protected = protect.protect(source, "source-available", jax.random.PRNGKey(100), config, authorised=xa,
+    source = train_source(a, xa, ya)
+    protected = protect.protect(source, "source-available", jax.random.PRNGKey(MASK_KEY), config, authorised=xa,
                                 unauthorised=xu)
     t0 = time.time()
-    doc["provenance"] = {**provenance(source, protected.model, xa, ya, args.independents),
-                         "_measured": {"pair": f"{a}:{u}", "config": config.to_json(), "command": " ".join(
-                             ["python", "benchmarks/map_bench.py", *sys.argv[1:]]), "machine": {
-                             "platform": platform.platform(), "cpus": os.cpu_count(), "load_at_start": os.getloadavg()[0]},
-                             "verdict": "jaxprov/data/verdict.json (shipped default)", "seconds": None}}
-    doc["provenance"]["_measured"]["seconds"] = round(time.time() - t0, 1)
+    doc["provenance"] = provenance(source, protected.model, xa, ya, args.independents)
+    doc["provenance_measured"] = {"pair": f"{a}:{u}", "config": config.to_json(), **record,
+                                  "verdict": "jaxprov/data/verdict.json (shipped default)",
+                                  "seconds": round(time.time() - t0, 1)}
     print(f"provenance {json.dumps(doc['provenance'])}", flush=True)
     atomic.atomic_write(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
     return 0
@@ -190,8 +209,7 @@ def provenance_only(args, doc: dict, config, spec) -> int:
 def provenance(source, protected, x, y, n: int) -> dict:
     """The default verdict on (source, protected) and on (source, each independent), each with the
     other independents as the null."""
-    independents = [derive.train(ARCH, x, y, jax.random.PRNGKey(20 + i), epochs=SOURCE_EPOCHS, lr=2e-3, batch=64,
-                                 name=f"independent{i}") for i in range(n)]
+    independents = [train(x, y, 20 + i, f"independent{i}") for i in range(n)]
     out = {"protected": _verdict(source, protected, independents)}
     for i, m in enumerate(independents):
         out[m.name] = _verdict(source, m, independents[:i] + independents[i + 1:])
@@ -204,15 +222,22 @@ def _verdict(a, b, null) -> dict:
 
 
 def from_logs(paths: list[str]) -> dict:
-    """The document of runs whose logs are `paths` (what each printed before it was stopped)."""
+    """The document of runs whose logs are `paths` (what each printed before it was stopped). The
+    configs, versions, command and machine are each log's own (its `run` line); a log without one,
+    or logs of runs with different configs or versions, are refused (SystemExit, one line)."""
+    logs = {path: _read_log(path) for path in paths}
+    records = {path: _run_line(path, lines) for path, lines in logs.items()}
+    first = next(iter(records.values()))
+    for path, record in records.items():
+        for key in ("config", "synth_config", "versions"):
+            if record[key] != first[key]:
+                raise SystemExit(f"map_bench: {path} was run with another {key} than {paths[0]}; rebuild them apart")
     pairs = {}
-    doc = {"benchmark": "map", "rebuilt_from_logs": list(paths),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0])},
-           "versions": {"jaxprov": jaxprov.__version__, "jax": jax.__version__}, "arch": ARCH,
-           "source_epochs": SOURCE_EPOCHS, "config": protect.MapConfig(steps=300, batch=128).to_json(),
-           "synth_config": protect.SynthConfig(n=512, steps=100).to_json(), "pairs": []}
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
+    doc = {"benchmark": "map", "rebuilt_from_logs": list(paths), "versions": first["versions"], "arch": ARCH,
+           "source_epochs": SOURCE_EPOCHS, "config": first["config"], "synth_config": first["synth_config"],
+           "pairs": []}
+    for path, lines in logs.items():
+        for line in lines:
             head, _, rest = line.partition(" ")
             if head == "provenance":
                 doc["provenance"] = json.loads(rest)
@@ -222,6 +247,7 @@ def from_logs(paths: list[str]) -> dict:
             a, u = head.split("->")
             row = pairs.setdefault((a, u), {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {},
                                             "attacks": []})
+            row.update({key: records[path][key] for key in ("config", "synth_config", "command", "machine")})
             what, _, values = rest.partition(" ")
             if what in ("baselines", "attacks"):
                 row[what] = json.loads(values)
@@ -234,6 +260,29 @@ def from_logs(paths: list[str]) -> dict:
                 row["settings"][what.rstrip(":")] = result
     doc["pairs"] = list(pairs.values())
     return doc
+
+
+def _read_log(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"map_bench: cannot read the log {path}: {e}") from None
+
+
+def _run_line(path: str, lines: list[str]) -> dict:
+    """The `run` line main prints first: the run's command, machine, versions and configs."""
+    for line in lines:
+        head, _, rest = line.partition(" ")
+        if head == "run":
+            try:
+                record = json.loads(rest)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and {"command", "machine", "versions", "config", "synth_config"} <= set(record):
+                return record
+            break
+    raise SystemExit(f"map_bench: {path} does not record its run's config (no valid 'run' line; logs from before "
+                     f"map_bench printed it cannot be labelled)")
 
 
 def markdown(doc: dict) -> str:
@@ -271,8 +320,6 @@ def markdown(doc: dict) -> str:
     if "provenance" in doc:
         lines += ["", "| suspect vs the source | default verdict | P(derived) |", "|---|---|---|"]
         for name, r in doc["provenance"].items():
-            if name.startswith("_"):
-                continue
             p = "" if r["p_derived"] is None else f"{r['p_derived']:.2f}"
             lines.append(f"| {name} | {r['verdict']} | {p} |")
     return "\n".join(lines)

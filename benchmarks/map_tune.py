@@ -5,9 +5,9 @@ benchmark is rerun). Appends one row per variant to --out (docs/results/map_tuni
     PYTHONPATH=. python benchmarks/map_tune.py [--pair mnistm:mnist] [--setting source-available]
         [--synth '{"steps": 200, "jitter": 2}'] [--attack] --cfg '{"steps": 300, "alpha": 1.0}' [--cfg ...]
 
-The source is map_bench.py's (lenet_bn, 4 epochs, key 1, on the authorised training split), the mask
-key PRNGKey(100) (map_bench's first pair's); a cfg with "steps_list": [600, 1200] measures one run at
-each length (a checkpoint continues the shorter run). --attack adds the 1 % labelled fine-tuning of
+The source and splits are map_bench.py's (its train_source and split: lenet_bn, 4 epochs, key 1, on
+the authorised training split), the mask key its first pair's (PRNGKey(map_bench.MASK_KEY)); a cfg
+with "steps_list": [600, 1200] measures one run at each length (a checkpoint continues the shorter run). --attack adds the 1 % labelled fine-tuning of
 the protected model (100 steps) and, once, of a fresh init (the attack's floor).
 """
 
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jaxprov  # noqa: E402
+import map_bench  # noqa: E402  (this script's folder is first on sys.path)
 from jaxprov import atomic, datasets, models, protect, store  # noqa: E402
-from jaxprov.protect import attacks, data as data_lib  # noqa: E402
-from jaxprov.training import derive  # noqa: E402
+from jaxprov.protect import attacks  # noqa: E402
 
 
 def main() -> int:
@@ -45,19 +45,16 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "map_tuning.json"))
     args = ap.parse_args()
     a, u = args.pair.split(":")
-    spec = models.create("lenet_bn")[2]
-
-    def split(d, purpose):
-        return f"{d}:{data_lib.TRAIN_SPLIT.get(d, 'train')}" if purpose == "train" else f"{d}:test"
-
+    spec = models.create(map_bench.ARCH)[2]
+    split = map_bench.split
     xa, ya = datasets.inputs(split(a, "train"), spec)
     xu, yu = datasets.inputs(split(u, "train"), spec)
     ta, tu = datasets.inputs(split(a, "test"), spec), datasets.inputs(split(u, "test"), spec)
-    cache = Path(args.cache) / f"src-{a}-e4"
+    cache = Path(args.cache) / f"src-{a}-e{map_bench.SOURCE_EPOCHS}"
     if cache.exists():
         src = jaxprov.load(cache)
     else:
-        src = derive.train("lenet_bn", xa, ya, jax.random.PRNGKey(1), epochs=4, lr=2e-3, batch=64, name=f"lenet_bn-{a}")
+        src = map_bench.train_source(a, xa, ya)
         store.save_model(src, cache)
     ev = attacks.evaluator({"authorised": ta, "unauthorised": tu})
     common = {"pair": args.pair, "setting": args.setting, "synth": json.loads(args.synth),
@@ -75,7 +72,7 @@ def main() -> int:
         for steps in kw.pop("steps_list", [kw.get("steps", 300)]):
             cfg = protect.MapConfig(**{"batch": 128, **kw, "steps": steps})
             t0 = time.time()
-            r = protect.protect(src, args.setting, jax.random.PRNGKey(100), cfg, checkpoint=checkpoint,
+            r = protect.protect(src, args.setting, jax.random.PRNGKey(map_bench.MASK_KEY), cfg, checkpoint=checkpoint,
                                 authorised=xa if args.setting == "source-available" else None,
                                 unauthorised=None if args.setting == "data-free" else xu,
                                 synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}))

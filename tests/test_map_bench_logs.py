@@ -1,0 +1,68 @@
+"""benchmarks/map_bench.py --from-log: a rebuilt document is labelled with its log's own run line
+(command, machine, versions, configs), never with main's defaults; a log without one is refused."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def map_bench():
+    spec = importlib.util.spec_from_file_location("map_bench", ROOT / "benchmarks" / "map_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_line(steps: int, load: float) -> str:
+    record = {"command": f"python benchmarks/map_bench.py --steps {steps}",
+              "machine": {"platform": "test", "cpus": 2, "device": "cpu:0", "load_at_start": load},
+              "versions": {"jaxprov": "0", "jax": "0"}, "config": {"steps": steps, "batch": 128},
+              "synth_config": {"n": 512, "steps": 100}}
+    return "run " + json.dumps(record)
+
+
+SETTING = ("mnistm->mnist source-available: authorised_before 0.905, authorised_after 0.843, "
+           "unauthorised_before 0.940, unauthorised_after 0.447, st_d 0.718, density 0.994")
+
+
+def test_the_config_comes_from_the_log(map_bench, tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("\n".join([_run_line(400, 3.0), "source mnistm: 59 s", SETTING]) + "\n")
+    doc = map_bench.from_logs([str(log)])
+    assert doc["config"] == {"steps": 400, "batch": 128}
+    (row,) = doc["pairs"]
+    assert row["command"] == "python benchmarks/map_bench.py --steps 400"
+    assert row["config"]["steps"] == 400 and row["machine"]["load_at_start"] == 3.0
+    assert row["settings"]["source-available"]["unauthorised_after"] == pytest.approx(0.447)
+
+
+def test_a_log_without_a_run_line_is_refused(map_bench, tmp_path):
+    log = tmp_path / "old.log"
+    log.write_text(SETTING + "\n")
+    with pytest.raises(SystemExit, match="does not record its run's config"):
+        map_bench.from_logs([str(log)])
+    log.write_text("run {not json\n" + SETTING + "\n")
+    with pytest.raises(SystemExit, match="does not record its run's config"):
+        map_bench.from_logs([str(log)])
+
+
+def test_logs_of_different_configs_are_refused(map_bench, tmp_path):
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    one.write_text(_run_line(300, 1.0) + "\n" + SETTING + "\n")
+    two.write_text(_run_line(400, 1.0) + "\n")
+    with pytest.raises(SystemExit, match="another config"):
+        map_bench.from_logs([str(one), str(two)])
+
+
+def test_the_provenance_record_sits_beside_the_rows(map_bench):
+    doc = json.loads((ROOT / "docs" / "results" / "map.json").read_text())
+    assert "provenance_measured" in doc and not any(k.startswith("_") for k in doc["provenance"])
+    table = map_bench.markdown(doc).split("| suspect vs the source |")[1]
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [f"| {name}" for name in doc["provenance"]]
