@@ -102,6 +102,16 @@ class InputSpec:
         return cls(**data)
 
 
+def as_inputs(x, xp=np):
+    """Inputs as models take them: a text model's dict of int32 token-id arrays, any other input one
+    float32 array. `xp=np` keeps them on the host, as probes and DNA training sets hold them (the
+    engine moves them to the device chunk by chunk); `xp=jnp` gives device arrays, for code that
+    hands them to jitted functions itself (the training loop, the DNA detector)."""
+    if isinstance(x, Mapping):
+        return {str(k): xp.asarray(v, xp.int32) for k, v in x.items()}
+    return xp.asarray(x, xp.float32)
+
+
 class ModelFns(NamedTuple):
     """A model's pure functions, all of (params, ...): what a signature method may call.
 

@@ -258,3 +258,19 @@ def test_dna_enters_a_verdict_as_the_logit_of_its_own_p_derived(toy_detector):
     assert matrix[0, 1] == pytest.approx(p, rel=1e-5) and matrix[0, 0] == 1.0
     with pytest.raises(JaxprovError, match="calibrated methods"):
         Verdict.from_json({**verdict.to_json(), "calibrated": ["sac"]})
+
+
+def test_probe_inputs_are_cast_by_one_helper_on_the_host_or_the_device():
+    """jaxprov.model.as_inputs: token ids int32, anything else float32; numpy on the host by
+    default (a device array comes back to it), device arrays with xp=jax.numpy."""
+    from jaxprov.model import as_inputs
+
+    tokens = {"input_ids": np.array([[3, 4]], np.int64), "attention_mask": [[1, 0]]}
+    host = as_inputs(tokens)
+    assert all(type(v) is np.ndarray and v.dtype == np.int32 for v in host.values())
+    assert host["input_ids"].tolist() == [[3, 4]]
+    image = as_inputs(jax.numpy.ones((2, 3), jax.numpy.float16))
+    assert type(image) is np.ndarray and image.dtype == np.float32
+    device = as_inputs(tokens, jax.numpy)
+    assert all(isinstance(v, jax.Array) and v.dtype == np.int32 for v in device.values())
+    assert isinstance(as_inputs(np.zeros(2, np.uint8), jax.numpy), jax.Array)

@@ -20,7 +20,7 @@ from jaxprov import params_io
 from jaxprov.bench.presets import PRESETS, REFERENCE_ROLES, dna_training_preset
 from jaxprov.bench.protocol import ancestors, make_recipe
 from jaxprov.errors import JaxprovError
-from jaxprov.model import ModelFns
+from jaxprov.model import ModelFns, as_inputs
 from jaxprov.probes import seeds as make_seeds
 
 TRAIN_SEEDS = "mnist:test"  # held-out data, as every probe of the benchmark
@@ -60,8 +60,7 @@ def training_set(models: Mapping[str, object], entries: Mapping[str, dict], name
             raise JaxprovError(f"dna: model {n!r} takes {models[n].input_spec.shape}, not {spec.shape} like "
                                f"{names[0]!r}; a detector trains on one input space")
     probes = make_seeds(seeds, spec, n_probes, jax.random.PRNGKey(key))
-    x = ({k: np.asarray(v, np.int32) for k, v in probes.inputs.items()} if isinstance(probes.inputs, dict)
-         else np.asarray(probes.inputs, np.float32))
+    x = as_inputs(probes.inputs)
     logits = [np.asarray(engine_lib.map_inputs(_logits, None, models[n], x, config=config)) for n in names]
     inside = set(names)
     return dna_lib.TrainingSet(

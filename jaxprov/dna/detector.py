@@ -36,7 +36,7 @@ from jaxprov.dna.encoder import ENCODERS, Encoder
 from jaxprov import params_io
 from jaxprov.errors import JaxprovError
 from jaxprov.identity import params_digest
-from jaxprov.model import InputSpec
+from jaxprov.model import InputSpec, as_inputs
 from jaxprov.version import __version__
 
 FORMAT, FORMAT_VERSION = "jaxprov-dna", 1
@@ -107,7 +107,7 @@ class Detector:
 
     def encode(self, x) -> jax.Array:
         """g(x) [n, W] for probe inputs in the model's input space (zeros without an encoder)."""
-        x = as_inputs(x)
+        x = as_inputs(x, jnp)
         n = n_items(x)
         if self.arch.encoder is None:
             return jnp.zeros((n, self.arch.width), jnp.float32)
@@ -171,13 +171,6 @@ class Detector:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
         return target
-
-
-def as_inputs(x):
-    """Probe inputs as g takes them: a float32 array, or a text model's dict of int32 token arrays."""
-    if isinstance(x, Mapping):
-        return {str(k): jnp.asarray(v, jnp.int32) for k, v in x.items()}
-    return jnp.asarray(x, jnp.float32)
 
 
 def n_items(x) -> int:

@@ -27,9 +27,9 @@ from jaxprov.checkpoint import load_tree, save_tree
 from jaxprov.dna import views
 from jaxprov.dna.classifier import logit, pair_similarity
 from jaxprov.dna.contrastive import info_nce
-from jaxprov.dna.detector import Architecture, Detector, as_inputs, n_items
+from jaxprov.dna.detector import Architecture, Detector, n_items
 from jaxprov.errors import JaxprovError
-from jaxprov.model import InputSpec
+from jaxprov.model import InputSpec, as_inputs
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -131,7 +131,7 @@ def train(data: TrainingSet, arch: Architecture = Architecture(), config: TrainC
     if n < config.probes_per_step:
         raise JaxprovError(f"dna train: {n} probes, fewer than probes_per_step={config.probes_per_step}")
     v = jnp.asarray(_views(data, arch))
-    x = as_inputs(data.x)
+    x = as_inputs(data.x, jnp)
     take_x = lambda idx: jax.tree_util.tree_map(lambda a: a[idx], x)  # noqa: E731
     params = arch.init(jax.random.PRNGKey(config.seed), data.input_spec)
     g_mod, h_mod = arch.encoder_module(), arch.embedding_module()

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 
 from jaxprov.dna import detector as detector_lib
-from jaxprov.methods.base import Method, continuous_inputs, unbatched
-from jaxprov.model import ModelFns
+from jaxprov.methods.base import Method, unbatched
+from jaxprov.model import ModelFns, as_inputs
 
 DEFAULT_DETECTOR = "mnist"  # shipped in jaxprov/data/dna/mnist
 
@@ -54,8 +54,7 @@ class DNA(Method):
         det = self.load()
         if reference is not None:
             det.check_input(reference.input_spec, f"model {reference.name!r}")
-        x = ({k: np.asarray(v, np.int32) for k, v in seeds.inputs.items()} if isinstance(seeds.inputs, dict)
-             else continuous_inputs(seeds, self.name))  # text: g encodes the token ids themselves
+        x = as_inputs(seeds.inputs)  # on the host; text: g encodes the token ids themselves
         meta = {**seeds.meta, "method": self.name, "config": self.config(),
                 "detector": {"name": det.name, "digest": det.digest}}
         return Probes(inputs={"x": x, "g": np.asarray(det.encode(x))}, meta=meta)

@@ -24,7 +24,7 @@ import optax
 
 from jaxprov.attacks import linf_pgd, valid_box
 from jaxprov.errors import JaxprovError
-from jaxprov.model import Model
+from jaxprov.model import Model, as_inputs
 from jaxprov.models.multi_exit import EXITS, num_exits
 
 EVAL_BATCH = 1000
@@ -52,7 +52,7 @@ def fit(model: Model, x, targets, key: jax.Array, epochs: int, lr: float, batch:
       exit_weights: multi-exit models only: epoch -> the K per-exit loss weights of that epoch
         (default: `sdn_weights(K, 1, 1)` every epoch). A traced input: a schedule compiles once.
     """
-    x = as_inputs(x)
+    x = as_inputs(x, jnp)
     n = n_items(x)
     if n != targets.shape[0]:
         raise JaxprovError(f"got {n} inputs but {targets.shape[0]} targets")
@@ -94,16 +94,9 @@ def sdn_weights(k: int, epoch: int, epochs: int) -> np.ndarray:
 def predict(model: Model, x) -> jax.Array:
     """The model's outputs on `x`, evaluated in fixed-size batches."""
     apply = _jitted_apply(model.apply)
-    x = as_inputs(x)
+    x = as_inputs(x, jnp)
     return jnp.concatenate([apply(model.params, jax.tree_util.tree_map(lambda a: a[i:i + EVAL_BATCH], x))
                             for i in range(0, n_items(x), EVAL_BATCH)])
-
-
-def as_inputs(x):
-    """Inputs as the training loop holds them: float32 arrays, or a text model's dict of int32 token arrays."""
-    if isinstance(x, dict):
-        return {k: jnp.asarray(v, jnp.int32) for k, v in x.items()}
-    return jnp.asarray(x, jnp.float32)
 
 
 def n_items(x) -> int:
