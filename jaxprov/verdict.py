@@ -20,7 +20,8 @@ typical independent model.
 
 A method that is itself trained to give P(derived) (`dna`: a detector fitted on lineages of its
 own, `Method.probability`) is *calibrated*: its evidence is the logit of its own probability,
-clipped to +-LOGIT_CLIP, not a z against the null. On the cpu benchmark DNA's null-based evidence
+clipped to +-LOGIT_CLIP, not a z against the null (`method_evidence` chooses between the two, for
+one pair, a zoo's matrix and the benchmark alike). On the cpu benchmark DNA's null-based evidence
 ranked held-out pairs worse than its raw similarity (AUC 0.86 against 0.91, as the verdict's only
 feature), and the val fit gave it weight 0; as the logit of its P(derived) it gets the largest
 weight and lifts the held-out verdict (docs/results.md, "Model DNA").
@@ -75,6 +76,22 @@ def calibrated_evidence(probability: Callable, score):
     p = np.clip(np.asarray(probability(np.nan_to_num(score)), np.float64), 1e-12, 1 - 1e-12)
     e = np.where(np.isnan(score), 0.0, np.clip(np.log(p / (1.0 - p)), -LOGIT_CLIP, LOGIT_CLIP))
     return float(e) if e.ndim == 0 else e
+
+
+def method_evidence(score, floor: float = SPREAD_FLOOR, probability: Callable | None = None, *,
+                    null: Sequence[float] = (), archs: Sequence[str] | None = None,
+                    is_null: Sequence[bool] | None = None):
+    """A method's evidence: the logit of its own P(derived) (`calibrated_evidence`) for a calibrated
+    method (`probability`: its P(derived) of a similarity), else how far above its null the score
+    lies with the method's spread `floor`. For one pair `score` is its similarity and `null` its
+    null's (`evidence`); for a zoo `score` is the similarity matrix, the null is the zoo's
+    (`evidence_matrix` with `archs` and `is_null`) and a model's pair with itself has evidence 0."""
+    if archs is None:
+        return evidence(score, null, floor) if probability is None else calibrated_evidence(probability, score)
+    e = (evidence_matrix(score, archs, floor, is_null) if probability is None
+         else calibrated_evidence(probability, score))
+    np.fill_diagonal(e, 0.0)
+    return e
 
 
 def null_spread(null: Sequence[float]) -> float:
@@ -184,13 +201,13 @@ class Verdict:
         return float(self.floors.get(method, SPREAD_FLOOR))
 
     def evidence(self, method: str, score: float, null: Sequence[float]) -> float:
-        """`evidence` with this verdict's floor for `method` (`calibrated_evidence` for a
-        calibrated method)."""
-        if method in self.calibrated:
-            return calibrated_evidence(self._probability(method), score)
-        return evidence(score, null, self.floor(method))
+        """`method_evidence` of one pair with this verdict's floor and calibration for `method`."""
+        return method_evidence(score, self.floor(method), self._probability(method), null=null)
 
-    def _probability(self, method: str) -> Callable:
+    def _probability(self, method: str) -> Callable | None:
+        """A calibrated method's P(derived) of a similarity; None for the others."""
+        if method not in self.calibrated:
+            return None
         from jaxprov import methods as methods_lib
 
         return methods_lib.get(method, **dict(self.method_config.get(method, {}))).probability
@@ -216,12 +233,8 @@ class Verdict:
         comparable = np.zeros((n, n), bool)
         for m, w in zip(self.methods, self.weights):
             if m in similarity and w != 0:
-                if m in self.calibrated:
-                    e = calibrated_evidence(self._probability(m), similarity[m])
-                    np.fill_diagonal(e, 0.0)
-                else:
-                    e = evidence_matrix(similarity[m], archs, self.floor(m), is_null)
-                logit += w * e
+                logit += w * method_evidence(similarity[m], self.floor(m), self._probability(m), archs=archs,
+                                             is_null=is_null)
                 comparable |= np.isfinite(np.asarray(similarity[m], np.float64))
         p = _sigmoid(logit)
         p[~comparable] = np.nan  # no method could compare the pair: no evidence, no verdict

@@ -101,6 +101,23 @@ def test_evidence_matrix_finds_the_pair_that_stands_out():
     assert np.sum(off > 0.5) == 2
 
 
+
+def test_method_evidence_is_the_same_choice_for_a_pair_and_a_zoo():
+    """Null-based without a calibration: `evidence` for a pair, `evidence_matrix` for a zoo; with
+    one, the logit of its P(derived) for both, and 0 on the zoo's diagonal and for NaN."""
+    values = np.asarray([[1.0, 0.9, 0.3, 0.2], [0.9, 1.0, 0.25, 0.3], [0.3, 0.25, 1.0, 0.35], [0.2, 0.3, 0.35, 1.0]])
+    archs = ["mlp"] * 4
+    assert verdict.method_evidence(0.9, 0.05, null=[0.3, 0.2]) == verdict.evidence(0.9, [0.3, 0.2], 0.05)
+    np.testing.assert_array_equal(verdict.method_evidence(values, 0.05, archs=archs),
+                                  verdict.evidence_matrix(values, archs, 0.05))
+    prob = lambda s: np.asarray(s) / 2  # noqa: E731  (a stand-in calibration)
+    pair = verdict.method_evidence(0.9, 0.05, prob, null=[0.3, 0.2])
+    assert pair == pytest.approx(math.log(0.45 / 0.55))
+    assert verdict.method_evidence(math.nan, 0.05, prob, null=[0.3, 0.2]) == 0.0
+    zoo = verdict.method_evidence(values, 0.05, prob, archs=archs)
+    assert zoo[0, 1] == pytest.approx(pair) and np.all(np.diag(zoo) == 0.0)
+
+
 def test_verdict_file_round_trip_and_bad_file(tmp_path):
     v = verdict.Verdict(("ddv", "sac"), {"ddv": {"eps": 0.5}}, (1.5, -0.25), 0.1, 0.5, {"fitted_on": "test"})
     v.save(tmp_path / "v.json")

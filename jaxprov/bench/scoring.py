@@ -84,7 +84,7 @@ def add_evidence(pairs: Sequence[Pair], methods: Sequence[str],
                  calibrated: Mapping[str, Callable[[float], float]] | None = None) -> dict[str, float]:
     """Set every pair's evidence, with each method's spread floor measured on the val group's nulls
     (one per reference and suspect kind); returns the floors. A method in `calibrated` (name -> its
-    P(derived) of a similarity) gets `verdict.calibrated_evidence` instead."""
+    P(derived) of a similarity) gets its calibrated evidence (`verdict.method_evidence` either way)."""
     calibrated = dict(calibrated or {})
     val_nulls: dict[str, dict[tuple, list[float]]] = {m: {} for m in methods}
     for p in pairs:
@@ -93,6 +93,6 @@ def add_evidence(pairs: Sequence[Pair], methods: Sequence[str],
                 val_nulls[m].setdefault((p.reference, tuple(p.null[m])), p.null[m])
     floors = verdict_lib.spread_floors({m: list(v.values()) for m, v in val_nulls.items()})
     for p in pairs:
-        p.evidence = {m: verdict_lib.calibrated_evidence(calibrated[m], p.scores[m]) if m in calibrated
-                      else verdict_lib.evidence(p.scores[m], p.null[m], floors[m]) for m in methods}
+        p.evidence = {m: verdict_lib.method_evidence(p.scores[m], floors[m], calibrated.get(m), null=p.null[m])
+                      for m in methods}
     return floors
