@@ -76,6 +76,12 @@ def parse(name_split: str) -> tuple[str, str]:
     return name, split
 
 
+def size(name_split: str) -> int:
+    """How many examples the split "<domain>:<split>" holds (the domain is loaded once; nothing is copied)."""
+    name, split = parse(name_split)
+    return len(_domain_cached(name)[split][1])
+
+
 def inputs(name_split: str, spec: InputSpec) -> tuple[jax.Array, np.ndarray]:
     """The split "<domain>:<split>" in the input space of a model with `spec`: (x float32, y int32).
 

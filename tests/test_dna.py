@@ -274,3 +274,10 @@ def test_probe_inputs_are_cast_by_one_helper_on_the_host_or_the_device():
     device = as_inputs(tokens, jax.numpy)
     assert all(isinstance(v, jax.Array) and v.dtype == np.int32 for v in device.values())
     assert isinstance(as_inputs(np.zeros(2, np.uint8), jax.numpy), jax.Array)
+
+
+def test_split_size_counts_a_data_split_and_refuses_an_unknown_one():
+    assert bench_dna.split_size("text:test") == 400 and bench_dna.split_size("digits:test") == 497
+    assert bench_dna.split_size("mnist") == bench_dna.TRAIN_PROBES
+    with pytest.raises(JaxprovError, match="unknown data split"):
+        bench_dna.split_size("digits:nope")

@@ -85,6 +85,7 @@ def test_split_sizes_and_labels():
                      **{f"{d}:{s}": n for d in ("mnistm", "syn", "mnist_invert", "mnist_colour", "mnist_texture")
                         for s, n in (("train", 4000), ("test", 1000))},
                      "text:base": 1200, "text:finetune": 400, "text:query": 400, "text:test": 400}
+    assert {name: data.size(name) for name in sizes} == sizes
     lfw = np.concatenate([y for _, y in data.domain("lfw").values()])
     assert np.bincount(lfw).tolist() == [100, 100]  # 100 faces, 100 non-faces
     # The MNIST zoo trains and queries on these same splits, under the same names.

@@ -75,10 +75,7 @@ def training_set(models: Mapping[str, object], entries: Mapping[str, dict], name
 
 def split_size(seeds: str) -> int:
     """How many inputs a data split ("text:test") holds; TRAIN_PROBES for any other seed source."""
-    if ":" not in seeds:
-        return TRAIN_PROBES
-    name, split = datasets.parse(seeds)
-    return len(datasets.domain(name)[split][1])
+    return datasets.size(seeds) if ":" in seeds else TRAIN_PROBES
 
 
 def default_architecture(spec, view: str = "logits", n_classes: int | None = None) -> dna_lib.Architecture:
