@@ -237,29 +237,37 @@ def from_logs(paths: list[str]) -> dict:
            "source_epochs": SOURCE_EPOCHS, "config": first["config"], "synth_config": first["synth_config"],
            "pairs": []}
     for path, lines in logs.items():
-        for line in lines:
-            head, _, rest = line.partition(" ")
-            if head == "provenance":
-                doc["provenance"] = json.loads(rest)
-                continue
-            if "->" not in head:
-                continue
-            a, u = head.split("->")
-            row = pairs.setdefault((a, u), {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {},
-                                            "attacks": []})
-            row.update({key: records[path][key] for key in ("config", "synth_config", "command", "machine")})
-            what, _, values = rest.partition(" ")
-            if what in ("baselines", "attacks"):
-                row[what] = json.loads(values)
-                continue
-            fields = dict(item.rsplit(" ", 1) for item in values.split(", "))
-            result = {k: float(v) for k, v in fields.items()}
-            if what == "channel:":
-                row["channel_granularity"] = result
-            else:
-                row["settings"][what.rstrip(":")] = result
+        for number, line in enumerate(lines, 1):
+            try:
+                _read_line(line, doc, pairs, records[path])
+            except (ValueError, TypeError) as e:
+                raise SystemExit(f"map_bench: {path}:{number}: not a line map_bench prints ({e})") from None
     doc["pairs"] = list(pairs.values())
     return doc
+
+
+def _read_line(line: str, doc: dict, pairs: dict, record: dict) -> None:
+    """One log line into `doc` (the provenance) or its pair's row in `pairs`; other lines are skipped."""
+    head, _, rest = line.partition(" ")
+    if head == "provenance":
+        doc["provenance"] = json.loads(rest)
+        return
+    if "->" not in head:
+        return
+    a, u = head.split("->")
+    row = pairs.setdefault((a, u), {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {},
+                                    "attacks": []})
+    row.update({key: record[key] for key in ("config", "synth_config", "command", "machine")})
+    what, _, values = rest.partition(" ")
+    if what in ("baselines", "attacks"):
+        row[what] = json.loads(values)
+        return
+    fields = dict(item.rsplit(" ", 1) for item in values.split(", "))
+    result = {k: float(v) for k, v in fields.items()}
+    if what == "channel:":
+        row["channel_granularity"] = result
+    else:
+        row["settings"][what.rstrip(":")] = result
 
 
 def _read_log(path: str) -> list[str]:

@@ -53,6 +53,15 @@ def test_a_log_without_a_run_line_is_refused(map_bench, tmp_path):
         map_bench.from_logs([str(log)])
 
 
+def test_a_damaged_line_is_one_line_naming_it(map_bench, tmp_path):
+    log = tmp_path / "bad.log"
+    for bad in ("mnistm->mnist source-available: authorised_before x", "mnistm->mnist->syn attacks []",
+                "mnistm->mnist attacks [{"):
+        log.write_text(_run_line(300, 1.0) + "\n" + bad + "\n")
+        with pytest.raises(SystemExit, match=r"bad.log:2: not a line map_bench prints"):
+            map_bench.from_logs([str(log)])
+
+
 def test_logs_of_different_configs_are_refused(map_bench, tmp_path):
     one, two = tmp_path / "one.log", tmp_path / "two.log"
     one.write_text(_run_line(300, 1.0) + "\n" + SETTING + "\n")
