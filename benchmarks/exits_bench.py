@@ -64,14 +64,16 @@ class Size:
     craft_steps: int = craft.CraftConfig.steps
     owner_copies: int = 0  # the owner's own pruned copies (on its own data) crafting ranks robustness on
     decoys: int = 0  # independents crafting selects against (never calibrated on, never scored)
+    assign: str = craft.CraftConfig.assign  # how seeds get their target exits (craft.assign_targets)
+    pool: int = craft.CraftConfig.pool  # seeds ranked per seed crafted
 
 
 CHILDREN = ("finetuned", "pruned", "adversarial", "distilled")
 EPOCHS = {"owner": 6, "finetuned": 3, "pruned": 2, "adversarial": 3, "distilled": 8, "independent": 6}
 SIZES = {
-    # The 2-core CPU: the small multi-exit CNN on MNIST (docs/results/exits.json).
-    # --owner-copies 2 --decoys 3 and --owner-copies 2 --decoys 0: docs/results/exits_copies*.json.
-    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 6, 20, 60, 60, 60, None),
+    # The 2-core CPU: the small multi-exit CNN on MNIST (docs/results/exits.json): twelve independents (a null
+    # of six), two of the owner's own pruned copies for the robustness ranking.
+    "cpu": Size(("cnn_exits",), EPOCHS, 32, CHILDREN, 12, 20, 60, 60, 60, None, owner_copies=2),
     # A lent GPU (benchmarks/device_suite.sh): the SDN CIFAR families on MNIST at 32x32x3.
     "device": Size(("sdn_resnet56", "sdn_vgg16_bn", "sdn_mobilenet"),
                    {"owner": 4, "finetuned": 2, "pruned": 1, "adversarial": 2, "distilled": 4, "independent": 4}, 64,
@@ -135,6 +137,7 @@ def _served(model_dir: Path, threshold: float):
 def _row(kind, transport, result: verify.Verification, seconds: float, truth: np.ndarray | None,
          expected: np.ndarray) -> dict:
     row = {"suspect": kind, "transport": transport, "match": result.timing.score, "p_value": result.timing.p_value,
+           "null": {"p0": result.timing.p0, "rho": result.timing.rho, "model": result.timing.null_model},
            "verdict": result.verdict, "label_agreement": result.labels.score, "label_p_value": result.labels.p_value,
            "label_verdict": result.labels.verdict, "centres_ms": [c * 1e3 for c in result.centres_s],
            "seconds": round(seconds, 1)}
@@ -165,7 +168,8 @@ def run_arch(arch: str, size: Size, root: Path, args, log) -> dict:
     http_repeats = args.http_repeats or size.http_repeats
 
     t = time.time()
-    config = craft.CraftConfig(per_exit=size.per_exit, seeds_per_exit=size.seeds_per_exit, steps=size.craft_steps)
+    config = craft.CraftConfig(per_exit=size.per_exit, seeds_per_exit=size.seeds_per_exit, steps=size.craft_steps,
+                               assign=size.assign, pool=size.pool)
     copies = [zoo[f"owner-copy{i}"] for i in range(size.owner_copies)]
     decoys = [zoo[f"decoy{i}"] for i in range(size.decoys)]
     fp = make.make(zoo["owner"], "mnist:test", THRESHOLD, config, jax.random.PRNGKey(0), [zoo[n] for n in null],
@@ -212,10 +216,13 @@ def run_arch(arch: str, size: Size, root: Path, args, log) -> dict:
                                                           repeats))[:2] for name in independents}
     loo = []
     for name in independents:
-        p0 = max(null_scores[o][0] for o in independents if o != name)
-        p = verify.binomial_tail(round(null_scores[name][0] * fp.n), fp.n, p0)
-        loo.append({"suspect": name, "match": null_scores[name][0], "p0": p0, "p_value": p,
-                    "claimed": bool(p < verify.ALPHA)})
+        others = [null_scores[o][0] for o in independents if o != name]
+        test = verify.null_test(null_scores[name][0], fp.n, others)
+        binomial = verify.null_test(null_scores[name][0], fp.n, others, null_model="binomial")
+        loo.append({"suspect": name, "match": null_scores[name][0], "p0": test.p0, "rho": test.rho,
+                    "p_value": test.p_value, "claimed": bool(test.p_value < verify.ALPHA),
+                    "binomial_max_p_value": binomial.p_value,
+                    "binomial_max_claimed": bool(binomial.p_value < verify.ALPHA)})
     return {
         "arch": arch, "threshold": THRESHOLD, "recipe": recipe, "alpha": verify.ALPHA,
         "repeats": {"in_process": repeats, "http": http_repeats},
@@ -226,7 +233,8 @@ def run_arch(arch: str, size: Size, root: Path, args, log) -> dict:
                         "calibration": fp.meta["calibration"]},
         "accuracy_per_exit": accuracy,
         "results": rows,
-        "leave_one_out": {"rows": loo, "false_claims": sum(r["claimed"] for r in loo), "of": len(loo)},
+        "leave_one_out": {"rows": loo, "false_claims": sum(r["claimed"] for r in loo), "of": len(loo),
+                          "binomial_max_false_claims": sum(r["binomial_max_claimed"] for r in loo)},
         "seconds": {"zoo_build_or_load": round(build_s, 1), "craft_profile_calibrate": round(craft_s, 1),
                     "total": round(time.time() - started, 1)},
     }
@@ -243,11 +251,14 @@ def main() -> None:
     parser.add_argument("--owner-copies", type=int, help="the owner's own pruned copies crafting ranks on (default: "
                                                          "the size's)")
     parser.add_argument("--decoys", type=int, help="independents crafting selects against (default: the size's)")
+    parser.add_argument("--assign", choices=craft.ASSIGN, help="target assignment of the seeds (default: the size's)")
+    parser.add_argument("--pool", type=int, help="seeds ranked per seed crafted (default: the size's)")
+    parser.add_argument("--independents", type=int, help="independents, the first half the null (default: the size's)")
     args = parser.parse_args()
     size = SIZES[args.size]
-    if args.owner_copies is not None or args.decoys is not None:
-        size = dataclasses.replace(size, owner_copies=size.owner_copies if args.owner_copies is None else args.owner_copies,
-                                   decoys=size.decoys if args.decoys is None else args.decoys)
+    overrides = {field: getattr(args, field) for field in ("owner_copies", "decoys", "assign", "pool", "independents")
+                 if getattr(args, field) is not None}
+    size = dataclasses.replace(size, **overrides)
     started = time.time()
     doc = {
         "command": "python benchmarks/exits_bench.py " + " ".join(sys.argv[1:]), "size": args.size,

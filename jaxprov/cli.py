@@ -273,7 +273,7 @@ def _cmd_exits_make(args) -> int:
 
     model = api.load(args.model, args.arch, progress=True)
     config = craft.CraftConfig(eps=args.eps, steps=args.steps, per_exit=args.per_exit,
-                               seeds_per_exit=3 * args.per_exit)
+                               seeds_per_exit=3 * args.per_exit, assign=args.assign, pool=args.pool)
     null, copies, decoys = _load_null(args.null), _load_null(args.copies), _load_null(args.decoys)
     update = _progress_bar("fingerprint")
     fingerprint = make.make(model, args.seeds, args.threshold, config, jax.random.PRNGKey(args.seed), null,
@@ -307,7 +307,7 @@ def _cmd_exits_verify(args) -> int:
         calibration = verify.calibrate(fingerprint, null, args.repeats)
     update = _progress_bar("verify")
     result = verify.verify(fingerprint, suspect, args.repeats, calibration,
-                           progress=lambda done, total: update("queries", done, total))
+                           progress=lambda done, total: update("queries", done, total), null_model=args.null_model)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
     return 0
 
@@ -518,8 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the seeds the default verdict was fitted with, mnist:test)", "(default mnist:test)"))
     r.add_argument("--threshold", type=float, default=0.9, help="the owner's exit threshold q (default 0.9)")
     r.add_argument("--per-exit", type=int, default=20, help="samples per stop exit (default 20)")
-    r.add_argument("--eps", type=float, default=0.15, help="L-inf radius in raw pixel units (default 0.15)")
+    r.add_argument("--eps", type=float, default=0.25, help="L-inf radius in raw pixel units (default 0.25)")
     r.add_argument("--steps", type=int, default=60, help="PGD steps (default 60)")
+    r.add_argument("--assign", choices=("far", "cycle"), default="far",
+                   help="far (default): aim each seed at an exit away from where MODEL stops on it unchanged; "
+                        "cycle: seed i at exit i mod K")
+    r.add_argument("--pool", type=int, default=2, help="seeds ranked per seed crafted, for --assign far (default 2)")
     r.add_argument("--null", help="a folder of independent multi-exit models: calibrates the verdict")
     r.add_argument("--copies", help="a folder of the owner's own derived copies of MODEL (e.g. pruned and fine-tuned "
                                     "on its data): kept samples must stop right on them")
@@ -537,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--null", help="independent multi-exit models to calibrate on (default: the fingerprint's "
                                   "own calibration)")
     r.add_argument("--repeats", type=int, default=60, help="queries per sample (default 60)")
+    r.add_argument("--null-model", choices=("beta-binomial", "binomial"), default="beta-binomial",
+                   help="the calibrated null: beta-binomial over the null models' spread (default), or binomial "
+                        "at their largest match rate")
     r.add_argument("--timeout", type=float, default=10.0, help="--url: seconds per request (default 10)")
     r.add_argument("--retries", type=int, default=3, help="--url: retries of a failed request (default 3)")
     r.add_argument("--json", action="store_true", help="print JSON")

@@ -176,6 +176,62 @@ def test_binomial_tail_and_needed_rate():
     assert verify.binomial_tail(round(rate * n), n, p) < 0.01 <= verify.binomial_tail(round(rate * n) - 1, n, p)
 
 
+def test_beta_binomial_null_is_wider_than_the_binomial_for_a_spread_null():
+    n, mean, rho = 12, 0.3, 0.1
+    a, b = mean * (1 - rho) / rho, (1 - mean) * (1 - rho) / rho
+    beta = lambda x, y: math.gamma(x) * math.gamma(y) / math.gamma(x + y)  # noqa: E731
+    exact = sum(math.comb(n, j) * beta(j + a, n - j + b) / beta(a, b) for j in range(7, n + 1))
+    assert math.isclose(verify.beta_binomial_tail(7, n, mean, rho), exact, rel_tol=1e-9)
+    assert verify.beta_binomial_tail(7, n, mean, 0.0) == verify.binomial_tail(7, n, mean)
+    # Null rates spread well beyond a binomial's (sd 0.05 at n = 80): rho fitted by moments, over the floor.
+    rates = [0.29, 0.34, 0.30, 0.45, 0.50]
+    mean, rho = verify.null_fit(rates, 80)
+    var = np.var(rates, ddof=1) * (1 + 1 / len(rates))
+    assert math.isclose(mean, np.mean(rates)) and rho > verify.RHO_FLOOR
+    assert math.isclose(mean * (1 - mean) / 80 * (1 + 79 * rho), var, rel_tol=1e-9)
+    # A held-out independent at 0.5 is a false claim against the binomial with the max (p0 0.5 is not:
+    # a null of three), not against the beta-binomial of the same three.
+    three = rates[:3]
+    assert verify.null_test(0.5, 80, three, null_model="binomial").verdict == "owner's model"
+    wide = verify.null_test(0.5, 80, three)
+    assert wide.verdict == "not shown" and wide.rho == verify.RHO_FLOOR and wide.null_model == "beta-binomial"
+    assert wide.p_value > verify.null_test(0.5, 80, three, null_model="binomial").p_value
+    # ... while a child's 0.9 is still far beyond it, and needed() is the beta-binomial's own cut.
+    assert verify.null_test(0.9, 80, three).p_value < 1e-6
+    rate = verify.needed(80, wide.p0, 0.01, wide.rho)
+    assert verify.beta_binomial_tail(round(rate * 80), 80, wide.p0, wide.rho) < 0.01 <= \
+        verify.beta_binomial_tail(round(rate * 80) - 1, 80, wide.p0, wide.rho)
+    # Tight null rates (less spread than a binomial) still get the floor; uncalibrated is binomial.
+    assert verify.null_fit([0.40, 0.40, 0.41], 80)[1] == verify.RHO_FLOOR
+    bare = verify.null_test(0.5, 80, None, fallback_p0=0.25)
+    assert (bare.calibrated, bare.rho, bare.null_model, bare.p0) == (False, 0.0, "binomial", 0.25)
+    with pytest.raises(JaxprovError, match="unknown null model"):
+        verify.null_test(0.5, 80, three, null_model="normal")
+
+
+def test_far_assignment_aims_each_exit_away_from_the_seeds_natural_stop():
+    rng = np.random.default_rng(0)
+    # 400 seeds: most stop at exit 0 (an easy digit), some later; confidence at the stop in (0.9, 1).
+    natural = rng.choice(4, size=400, p=[0.7, 0.1, 0.1, 0.1])
+    confidence = rng.uniform(0.9, 1.0, size=400)
+    index, targets = craft.assign_targets(natural, confidence, 4, 25, "far")
+    assert len(set(index.tolist())) == 100 and np.bincount(targets).tolist() == [25] * 4
+    # Exit 0 gets the hardest seeds (the latest natural stops), none of which stops at exit 0 by itself.
+    assert np.all(natural[index[targets == 0]] == 3)
+    # The later exits get the easiest exit-0 stops: exit 1 the very easiest, each later exit the next block.
+    for t in (1, 2, 3):
+        assert np.all(natural[index[targets == t]] == 0)
+    assert confidence[index[targets == 1]].min() >= confidence[index[targets == 2]].max()
+    assert confidence[index[targets == 2]].min() >= confidence[index[targets == 3]].max()
+    # Further from the natural stops than cycling through the exits on the same seeds.
+    far = np.mean(np.abs(targets - natural[index]))
+    cycle_index, cycle_targets = craft.assign_targets(natural, confidence, 4, 25, "cycle")
+    assert far > np.mean(np.abs(cycle_targets - natural[cycle_index])) + 0.2
+    assert cycle_targets.tolist() == (np.arange(100) % 4).tolist()
+    with pytest.raises(JaxprovError, match="needs 100 seeds"):
+        craft.assign_targets(natural[:99], confidence[:99], 4, 25, "far")
+
+
 def _fingerprint(n=8):
     meta = {"num_exits": 4, "threshold": 0.9, "input_shape": [28, 28, 1], "calibration": None}
     rng = np.random.default_rng(0)

@@ -43,7 +43,7 @@ def make(model: Model, seeds: str = "mnist:test", threshold: float = staged.DEFA
                                "the samples are selected so that decoys do not match, so calibrating on one "
                                "understates the null; give disjoint decoy and null models")
     k = num_exits(model.module)
-    seed_probes = probe_lib.seeds(seeds, model.input_spec, max(k, 2) * config.seeds_per_exit, key)
+    seed_probes = probe_lib.seeds(seeds, model.input_spec, config.seeds_needed(k), key)
     crafted = craft_lib.craft(model, seed_probes.inputs, threshold, config,
                               None if progress is None else lambda i, n: progress("craft", i, n), copies, decoys)
     early = staged.EarlyExit(model, threshold)

@@ -15,11 +15,19 @@ Ours (Dong et al. 2021 publish neither their statistic nor their thresholds):
   change of the times, so a suspect that is uniformly slower, or has a constant network delay,
   yields the same levels.
 - The match score is the share of samples whose inferred stop equals the expected one.
-- Calibration: the match rates of independent multi-exit models (`calibrate`). Under the null a
-  sample matches with probability p0, taken as the largest null match rate (or, uncalibrated, the
-  largest share of one expected stop: what a suspect with one time level reaches at best); the
-  p-value is the binomial tail P(Binomial(n, p0) >= matches). The owner's claim is accepted at
-  p < alpha (default 0.01); `threshold` is the smallest match rate that reaches it.
+- Calibration: the match rates of independent multi-exit models (`calibrate`). Independents differ
+  from each other in how often they match (one stops early more often than another), more than a
+  binomial with one shared rate allows, so the null is beta-binomial: a new independent's match
+  count is Binomial(n, p) with p drawn from a beta distribution whose mean is the null rates' mean
+  and whose variance is their sample variance times (1 + 1/J) for J null models (the spread of a
+  new model around an estimated mean), fitted by moments as the intra-class correlation rho, with
+  a floor `RHO_FLOOR` on rho (a handful of null models can understate their own spread; the floor
+  is the measured choice of docs/results.md) (`null_fit`); the p-value is the beta-binomial tail
+  P(X >= matches) (`beta_binomial_tail`). `null_model="binomial"` keeps the earlier test:
+  p0 = the largest null rate, p = P(Binomial(n, p0) >= matches). Uncalibrated (no null models),
+  p0 is the largest share of one expected stop (what a suspect with one time level reaches at best)
+  and the test binomial. The owner's claim is accepted at p < alpha (default 0.01); `threshold` is
+  the smallest match rate that reaches it.
 - The baseline the paper argues against, IPGuard-style label agreement (Cao et al. 2021): the
   share of samples on which the suspect answers the owner's label, tested the same way against the
   independents' agreement rates.
@@ -40,6 +48,8 @@ from jaxprov.exits.staged import EarlyExit
 from jaxprov.model import Model
 
 ALPHA = 0.01
+NULL_MODELS = ("beta-binomial", "binomial")
+RHO_FLOOR = 0.03  # the least overdispersion a calibrated null is given (docs/results.md: measured)
 DEFAULT_REPEATS = 60
 LOW_QUANTILE = 0.1
 
@@ -154,12 +164,65 @@ def binomial_tail(successes: int, n: int, p: float) -> float:
     return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms)))
 
 
-def needed(n: int, p0: float, alpha: float) -> float:
-    """The smallest match rate m / n with binomial_tail(m, n, p0) < alpha (1.0 + 1/n when none)."""
+def beta_binomial_tail(successes: int, n: int, mean: float, rho: float) -> float:
+    """P(X >= successes) for X ~ BetaBinomial(n, a, b) with mean a / (a + b) = `mean` and intra-class
+    correlation 1 / (a + b + 1) = `rho`; rho = 0 is the binomial."""
+    if rho <= 0.0 or mean <= 0.0 or mean >= 1.0:
+        return binomial_tail(successes, n, mean)
+    if successes <= 0:
+        return 1.0
+    if successes > n:
+        return 0.0
+    rho = min(rho, 1.0 - 1e-9)
+    a, b = mean * (1 - rho) / rho, (1 - mean) * (1 - rho) / rho
+    lbeta = lambda x, y: math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)  # noqa: E731
+    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + lbeta(j + a, n - j + b) - lbeta(a, b)
+             for j in range(successes, n + 1)]
+    top = max(terms)
+    return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms)))
+
+
+def null_fit(rates: Sequence[float], n: int, rho_floor: float = RHO_FLOOR) -> tuple[float, float]:
+    """The beta-binomial null of independents' match rates on an n-sample fingerprint, by moments:
+    -> (mean, rho), with the variance of a new independent's rate taken as the sample variance x
+    (1 + 1/J) (J rates; 0 for one) and rho >= `rho_floor`."""
+    rates = np.asarray(rates, np.float64)
+    if rates.size == 0 or n < 2 or not np.all((rates >= 0) & (rates <= 1)):
+        raise JaxprovError(f"a null needs match rates in [0, 1] and n >= 2 samples, got {rates.tolist()} and n = {n}")
+    mean = float(np.clip(rates.mean(), 0.5 / n, 1 - 0.5 / n))  # a null rate of 0 or 1 still leaves a p-value
+    var = float(rates.var(ddof=1)) * (1 + 1 / rates.size) if rates.size > 1 else 0.0
+    rho = (var * n / (mean * (1 - mean)) - 1) / (n - 1)
+    return mean, float(min(max(rho, rho_floor), 1.0 - 1e-9))
+
+
+def needed(n: int, p0: float, alpha: float, rho: float = 0.0) -> float:
+    """The smallest match rate m / n with beta_binomial_tail(m, n, p0, rho) < alpha (1.0 + 1/n when none);
+    rho = 0: the binomial tail."""
     for m in range(n + 1):
-        if binomial_tail(m, n, p0) < alpha:
+        if beta_binomial_tail(m, n, p0, rho) < alpha:
             return m / n
     return 1.0 + 1.0 / n
+
+
+def null_test(score_: float, n: int, rates: Sequence[float] | None, alpha: float = ALPHA,
+              null_model: str = "beta-binomial", fallback_p0: float | None = None) -> "Test":
+    """A match rate `score_` of n samples against null `rates` (None: uncalibrated, binomial with
+    `fallback_p0`), by `null_model` (see the module docstring)."""
+    if null_model not in NULL_MODELS:
+        raise JaxprovError(f"unknown null model {null_model!r}: use one of {', '.join(NULL_MODELS)}")
+    if rates:
+        if null_model == "beta-binomial":
+            p0, rho = null_fit(rates, n)
+        else:
+            p0, rho = float(max(rates)), 0.0
+    else:
+        if fallback_p0 is None:
+            raise JaxprovError("an uncalibrated test needs its p0")
+        p0, rho = float(fallback_p0), 0.0
+    matches = int(round(score_ * n))
+    p = beta_binomial_tail(matches, n, p0, rho)
+    return Test(score_, p0, p, needed(n, p0, alpha, rho), "owner's model" if p < alpha else "not shown", bool(rates),
+                rho, null_model if rates else "binomial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +235,8 @@ class Test:
     threshold: float
     verdict: str  # "owner's model" | "not shown"
     calibrated: bool
+    rho: float = 0.0  # the beta-binomial null's overdispersion (0: binomial)
+    null_model: str = "binomial"
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,7 +262,8 @@ class Verification:
     def summary(self) -> str:
         t, b = self.timing, self.labels
         return "\n".join([
-            f"timing match:    {t.score:.3f} of {self.n} samples (null {t.p0:.3f}, needs {t.threshold:.3f}), "
+            f"timing match:    {t.score:.3f} of {self.n} samples (null {t.p0:.3f}"
+            + (f", rho {t.rho:.3f}" if t.rho > 0 else "") + f", needs {t.threshold:.3f}), "
             f"p = {t.p_value:.3g}" + ("" if t.calibrated else "  (uncalibrated: no null models)"),
             f"label agreement: {b.score:.3f} (null {b.p0:.3f}, needs {b.threshold:.3f}), p = {b.p_value:.3g}  "
             "(IPGuard-style baseline)",
@@ -215,25 +281,28 @@ def score(fingerprint: Fingerprint, times: np.ndarray, labels: np.ndarray) -> tu
 
 def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_REPEATS,
            calibration: dict | None = None, alpha: float = ALPHA, seed: int = 0,
-           progress: Callable[[int, int], None] | None = None) -> Verification:
+           progress: Callable[[int, int], None] | None = None, null_model: str = "beta-binomial") -> Verification:
     """Query `suspect` with the fingerprint and test the owner's claim (see the module docstring).
 
     Args:
       calibration: {"match": [null match rates], "label_agreement": [...]} from `calibrate`; default the
         fingerprint's own (meta["calibration"]); without one the test is marked uncalibrated.
+      null_model: "beta-binomial" (the default) or "binomial" (p0 = the largest null rate), for a
+        calibrated test; an uncalibrated one is binomial.
     """
     if not 0 < alpha < 1:
         raise JaxprovError(f"alpha must be in (0, 1), got {alpha}")
+    if null_model not in NULL_MODELS:
+        raise JaxprovError(f"unknown null model {null_model!r}: use one of {', '.join(NULL_MODELS)}")
     times, labels = measure(suspect, fingerprint.samples, repeats, seed, progress)
     match, agreement, levels, centres = score(fingerprint, times, labels)
     calibration = calibration if calibration is not None else fingerprint.meta.get("calibration")
     n = fingerprint.n
-    if calibration:
-        p_timing, p_labels = max(calibration["match"]), max(calibration["label_agreement"])
-    else:
-        p_timing = float(np.max(np.bincount(fingerprint.stops, minlength=fingerprint.num_exits))) / n
-        p_labels = float(np.max(np.bincount(fingerprint.labels))) / n
-    tests = [_test(s, n, p0, alpha, bool(calibration)) for s, p0 in ((match, p_timing), (agreement, p_labels))]
+    fallback_timing = float(np.max(np.bincount(fingerprint.stops, minlength=fingerprint.num_exits))) / n
+    fallback_labels = float(np.max(np.bincount(fingerprint.labels))) / n
+    tests = [null_test(match, n, calibration["match"] if calibration else None, alpha, null_model, fallback_timing),
+             null_test(agreement, n, calibration["label_agreement"] if calibration else None, alpha, null_model,
+                       fallback_labels)]
     return Verification(tests[0], tests[1], n, repeats, tuple(int(v) for v in levels), tuple(float(c) for c in centres))
 
 
@@ -249,9 +318,3 @@ def calibrate(fingerprint: Fingerprint, independents: Sequence[Suspect], repeats
         agreements.append(agreement)
     return {"match": matches, "label_agreement": agreements, "repeats": repeats,
             "null": list(names) if names is not None else None}
-
-
-def _test(score_: float, n: int, p0: float, alpha: float, calibrated: bool) -> Test:
-    matches = int(round(score_ * n))
-    p = binomial_tail(matches, n, p0)
-    return Test(score_, p0, p, needed(n, p0, alpha), "owner's model" if p < alpha else "not shown", calibrated)
