@@ -184,7 +184,7 @@ def test_beta_binomial_null_is_wider_than_the_binomial_for_a_spread_null():
     assert math.isclose(verify.beta_binomial_tail(7, n, mean, rho), exact, rel_tol=1e-9)
     assert verify.beta_binomial_tail(7, n, mean, 0.0) == verify.binomial_tail(7, n, mean)
     # Null rates spread well beyond a binomial's (sd 0.05 at n = 80): rho fitted by moments, over the floor.
-    rates = [0.29, 0.34, 0.30, 0.45, 0.50]
+    rates = [0.29, 0.34, 0.30, 0.55, 0.65]
     mean, rho = verify.null_fit(rates, 80)
     var = np.var(rates, ddof=1) * (1 + 1 / len(rates))
     assert math.isclose(mean, np.mean(rates)) and rho > verify.RHO_FLOOR

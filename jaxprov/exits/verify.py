@@ -49,7 +49,7 @@ from jaxprov.model import Model
 
 ALPHA = 0.01
 NULL_MODELS = ("beta-binomial", "binomial")
-RHO_FLOOR = 0.03  # the least overdispersion a calibrated null is given (docs/results.md: measured)
+RHO_FLOOR = 0.05  # the least overdispersion a calibrated null is given (docs/results.md: measured)
 DEFAULT_REPEATS = 60
 LOW_QUANTILE = 0.1
 
