@@ -12,7 +12,8 @@ Sizes (`SIZES`): cpu, the small `cnn_exits` on MNIST, every suspect also over HT
 CIFAR families (ResNet-56, VGG-16-BN, MobileNet) on MNIST at 32x32x3; smoke, cnn_exits at a tiny
 size. Calibration: the first half of the independents is the null the fingerprint is calibrated on,
 the rest are scored negatives; and every independent is also verified against a null of the others
-(leave-one-out), which counts false ownership claims at the calibrated threshold. Each in-process
+(leave-one-out, by the verifier's beta-binomial test, with the earlier binomial at the largest null
+rate beside it), which counts false ownership claims at the calibrated threshold. Each in-process
 row also records what the verifier cannot see: the share of samples that really stop where the
 fingerprint expects (`stops_as_expected`) and the share whose time level is their real stop
 (`levels_right`), which tell a changed model from timing noise.
