@@ -33,7 +33,7 @@ from jaxprov.errors import JaxprovError
 from jaxprov.identity import model_digest
 from jaxprov.methods import similarity as similarity_lib
 from jaxprov.methods.base import DEAD_NORM, Method
-from jaxprov.model import Model, ModelFns, stack_params
+from jaxprov.model import Model, ModelFns, n_items, stack_params
 from jaxprov.probes import Probes
 
 # "auto" vmaps only models this small and without convolution kernels (see the module docstring).
@@ -149,10 +149,6 @@ def _device_budget(device) -> int:
     return int(limit * MEMORY_FRACTION) if limit else CPU_MEMORY_BUDGET
 
 
-def _n_items(tree) -> int:
-    return int(jax.tree_util.tree_leaves(tree)[0].shape[0])
-
-
 def _take(tree, start: int, stop: int):
     return jax.tree_util.tree_map(lambda a: a[start:stop], tree)
 
@@ -163,7 +159,7 @@ def _cost_per_item(fn, params, inputs, *extra, models: int = 1) -> float | None:
     At most WHOLE_TRIAL_ITEMS items are tried all at once: when they fit the budget, the call that
     follows has the trial's shape, and jit reuses the trial's compiled program (one compile, not
     two: the liveness check's 16 seeds); more are tried on TRIAL_ITEMS."""
-    n = _n_items(inputs)
+    n = n_items(inputs)
     trial = n if n <= WHOLE_TRIAL_ITEMS else min(n, TRIAL_ITEMS)
     try:
         analysis = fn.lower(params, _take(inputs, 0, trial), *extra).compile().memory_analysis()
@@ -204,7 +200,7 @@ def _reference_positions(probes: Probes, members: Sequence[Model], config: Engin
 
 
 def _pad_probes(chunk, size: int):
-    n = jax.tree_util.tree_leaves(chunk)[0].shape[0]
+    n = n_items(chunk)
     if n == size:
         return chunk
     return jax.tree_util.tree_map(
@@ -324,7 +320,7 @@ def map_inputs(fn: Callable, static, model: Model, inputs, shared=(), config: En
     `until(outputs so far)`, when given, is asked after each chunk whether the rest is needed; on
     True the outputs of the inputs done so far (a prefix) are returned.
     """
-    n = _n_items(inputs)
+    n = n_items(inputs)
     run = _compiled_map(fn, static, model.fns, config.dtype)
     if n == 0:
         return run(model.params, inputs, shared)

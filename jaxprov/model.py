@@ -112,6 +112,11 @@ def as_inputs(x, xp=np):
     return xp.asarray(x, xp.float32)
 
 
+def n_items(x) -> int:
+    """The number of examples in inputs `x` (an array, or a dict of arrays with one leading axis)."""
+    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
 class ModelFns(NamedTuple):
     """A model's pure functions, all of (params, ...): what a signature method may call.
 

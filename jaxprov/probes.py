@@ -30,7 +30,7 @@ import numpy as np
 from jaxprov import datasets
 from jaxprov.datasets import adapt, digits_images, mnist_images
 from jaxprov.errors import ArgumentError, JaxprovError
-from jaxprov.model import InputSpec
+from jaxprov.model import InputSpec, n_items
 
 ADAPT_CHUNK = 64  # seeds resized and normalised at once (memory: a few copies of one chunk)
 MAX_UNKNOWN_SHARE = 0.5  # text seeds: above this share of [UNK] tokens the tokenizer does not fit
@@ -61,7 +61,7 @@ class Probes:
 
     @property
     def n(self) -> int:
-        return int(jax.tree_util.tree_leaves(self.inputs)[0].shape[0])
+        return n_items(self.inputs)
 
     @property
     def reference(self) -> dict | None:

@@ -36,7 +36,7 @@ from jaxprov.dna.encoder import ENCODERS, Encoder
 from jaxprov import params_io
 from jaxprov.errors import JaxprovError
 from jaxprov.identity import params_digest
-from jaxprov.model import InputSpec, as_inputs
+from jaxprov.model import InputSpec, as_inputs, n_items
 from jaxprov.version import __version__
 
 FORMAT, FORMAT_VERSION = "jaxprov-dna", 1
@@ -171,10 +171,6 @@ class Detector:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
         return target
-
-
-def n_items(x) -> int:
-    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
 def _host(params):

@@ -27,9 +27,9 @@ from jaxprov.checkpoint import load_tree, save_tree
 from jaxprov.dna import views
 from jaxprov.dna.classifier import logit, pair_similarity
 from jaxprov.dna.contrastive import info_nce
-from jaxprov.dna.detector import Architecture, Detector, n_items
+from jaxprov.dna.detector import Architecture, Detector
 from jaxprov.errors import JaxprovError
-from jaxprov.model import InputSpec, as_inputs
+from jaxprov.model import InputSpec, as_inputs, n_items
 
 CHECKPOINT = "checkpoint.npz"
 

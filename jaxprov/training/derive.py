@@ -35,9 +35,9 @@ from jaxprov import models
 from jaxprov.models.layers import InternalClassifier
 from jaxprov.models.multi_exit import num_exits
 from jaxprov.errors import JaxprovError
-from jaxprov.model import Model
+from jaxprov.model import Model, n_items
 from jaxprov.probes import key_repr
-from jaxprov.training.loop import accuracy, fit, key_path, n_items, predict, sdn_weights, tree_mask
+from jaxprov.training.loop import accuracy, fit, key_path, predict, sdn_weights, tree_mask
 
 
 def train(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, lr: float = 1e-3,

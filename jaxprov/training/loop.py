@@ -24,7 +24,7 @@ import optax
 
 from jaxprov.attacks import linf_pgd, valid_box
 from jaxprov.errors import JaxprovError
-from jaxprov.model import Model, as_inputs
+from jaxprov.model import Model, as_inputs, n_items
 from jaxprov.models.multi_exit import EXITS, num_exits
 
 EVAL_BATCH = 1000
@@ -97,11 +97,6 @@ def predict(model: Model, x) -> jax.Array:
     x = as_inputs(x, jnp)
     return jnp.concatenate([apply(model.params, jax.tree_util.tree_map(lambda a: a[i:i + EVAL_BATCH], x))
                             for i in range(0, n_items(x), EVAL_BATCH)])
-
-
-def n_items(x) -> int:
-    """The number of examples in inputs `x` (an array, or a dict of arrays with one leading axis)."""
-    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
 def accuracy(model: Model, x, y) -> float:
