@@ -2,14 +2,14 @@
 
     python benchmarks/fuzz_readers.py --examples 20000 --seed 1 [--kinds pt safetensors folder ...]
 
-Kinds (tests/hostile_mutations.KINDS): pt, safetensors, folder, detector (dna.json), checkpoint
-(MAP/DNA training checkpoints) and detector-params (also damaged files inside a detector's params/,
-left out of the suite: a long-lived worker has died of SIGSEGV inside orbax/tensorstore there).
+Kinds (tests/hostile_mutations.KINDS): pt, safetensors, folder, detector (DNA detector folders:
+dna.json and the orbax files of params/) and checkpoint (MAP/DNA training checkpoints); all by default.
 
 Generates that many mutated checkpoints per kind (tests/hostile_mutations.py), reads each in a
 worker process (tests/hostile_worker.py) and prints every case that gave anything but a correct
-all-zero model or one clear JaxprovError line: another exception, a crash or hang, a non-zero
-weight, a heap peak beyond 4x (input + tensors) + 16 MiB, or an executed payload. Exits 1 if any.
+all-zero model or one clear JaxprovError line: another exception, a crash or hang, a traceback or
+logged error on stderr, a non-zero weight, a heap peak beyond 4x (input + tensors) + 16 MiB, or an
+executed payload. Exits 1 if any.
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.hostile_mutations import KINDS, cases, detector_bases, valid_folder  # noqa: E402
-from tests.hostile_worker import Worker, problems  # noqa: E402
+from tests.hostile_worker import Worker, problems, stderr_problems  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="cases per kind")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kinds", nargs="+", default=["pt", "safetensors", "folder"], choices=KINDS)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     args = parser.parse_args(argv)
     failed = 0
     with tempfile.TemporaryDirectory(prefix="jaxprov-fuzz-") as tmp:
         tmp = Path(tmp)
         warmup = [valid_folder(tmp / "warmup")]
-        if any(kind.startswith("detector") for kind in args.kinds):  # orbax imported outside the measured cases
+        if "detector" in args.kinds:  # orbax imported outside the measured cases
             warmup.append(detector_bases(tmp / "warmup-detector")["zarr"])
         worker = Worker(ROOT, warmup)
         for kind in args.kinds:
@@ -58,7 +58,9 @@ def main(argv=None) -> int:
             failed += bad
             print(f"{kind}: {args.examples} cases, {loaded} loaded, {bad} problems, {time.time() - start:.0f} s",
                   flush=True)
-        worker.close()
+        for problem in stderr_problems(worker.close()):  # written after the last answer
+            failed += 1
+            print(f"after the last case: {problem}", flush=True)
     return 1 if failed else 0
 
 

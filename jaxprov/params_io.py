@@ -16,11 +16,25 @@ anything is restored; only then is it restored against that abstract tree and it
 against the recorded sha256. orbax alone does not refuse a mis-declared array: restoring against
 an abstract tree of another shape (orbax-checkpoint 0.12.4 and 0.12.8 alike) returns the shape on
 disk, allocated in full, so a folder declaring a huge array would be allocated before any check.
+
+Every orbax call runs its event loops through `_drained_loops`: orbax (`asyncio_utils.run_sync`,
+0.12.8) runs each step in a fresh event loop and closes it as soon as the step's coroutine ends;
+when one read of an `asyncio.gather` fails (a damaged file), the gather raises at once and its
+sibling reads, tensorstore futures still running in tensorstore's threads, are left behind in the
+closed loop. Each of them later calls back into that loop from a native thread, prints a
+"RuntimeError: Event loop is closed" traceback to stderr (after the caller's one-line refusal)
+and, in a process tracing its heap with `tracemalloc` on CPython < 3.12.9 (gh-128679), can kill
+the process with SIGSEGV. A drained loop runs every task it still holds to its end before it
+closes, so nothing orbax started outlives the call (docs/security.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +45,50 @@ from jaxprov.errors import JaxprovError
 from jaxprov.identity import params_digest
 
 GLOB_CHARS = re.compile(r"[\[\]*?]")
+DRAIN_SECONDS = 60.0  # a left-behind task still running after this long is cancelled (a hang, not a slow read)
+
+
+class _DrainedLoop(asyncio.SelectorEventLoop):
+    """An event loop that, when closed, first runs every task it still holds to its end."""
+
+    def close(self) -> None:
+        if not self.is_closed() and not self.is_running():
+            pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+            if pending:
+                self.run_until_complete(_finish(pending))
+        super().close()
+
+
+async def _finish(tasks) -> None:
+    """Wait for `tasks` (their results and errors are dropped: the step they belong to has already
+    failed); cancel any still running after DRAIN_SECONDS and wait for the cancellation too."""
+    done, running = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+    for task in running:
+        task.cancel()
+    for task in [*done, *running]:
+        with contextlib.suppress(BaseException):
+            await task  # retrieves the error, so asyncio logs no "exception was never retrieved"
+
+
+class _DrainedPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _DrainedLoop()
+
+
+_POLICY_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _drained_loops():
+    """New event loops are `_DrainedLoop`s while inside (one thread at a time: the policy is global)."""
+    with _POLICY_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # policies are deprecated from Python 3.14
+        previous = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(_DrainedPolicy())
+        try:
+            yield
+        finally:
+            asyncio.set_event_loop_policy(previous)
 
 
 def check_path(path: str | Path, shown: str | Path | None = None, error: type[JaxprovError] = JaxprovError) -> None:
@@ -52,7 +110,7 @@ def save(folder: str | Path, params: Any, shown: str | Path | None = None,
 
     folder = Path(folder).absolute()
     check_path(folder, shown, error)
-    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+    with _drained_loops(), ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
         checkpointer.save(folder, args=ocp.args.StandardSave(jax.tree_util.tree_map(np.asarray, params)))
 
 
@@ -71,7 +129,7 @@ def restore(folder: str | Path, abstract: Any, sha256: str, *, shown: str | Path
     folder = Path(folder)
     expected = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
     try:
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+        with _drained_loops(), ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
             declared = checkpointer.metadata(folder)
             declared = getattr(getattr(declared, "item_metadata", declared), "tree", declared)
             leaves = _declared_leaves(declared)

@@ -251,11 +251,6 @@ def _folder_case(rng, folder: Path, outside: Path) -> str:
 
 # -- DNA detector folders and training checkpoints (jaxprov.dna.detector, jaxprov.checkpoint) --------
 
-# Damaged params files (kinds 2-5) are refused with one line one at a time, but a long-lived process
-# reading many of them in a row has died of SIGSEGV inside orbax/tensorstore (2 to 3 in 60 cases,
-# not reproducible case by case): the suite's corpus mutates dna.json only (kinds 0-1) until that
-# is understood; benchmarks/fuzz_readers.py --kinds detector-params runs all six.
-DETECTOR_PARAMS_KINDS = 6
 DETECTOR_ARCH = dict(view="logits", n_classes=10, k=10, encoder="conv", encoder_hidden=4, embedding_hidden=4, embed=4)
 CHECKPOINT_STAMP = "fuzz-run"
 
@@ -287,13 +282,13 @@ def detector_bases(directory: Path) -> dict[str, Path]:
     return bases
 
 
-def _detector_case(rng, folder: Path, bases: dict[str, Path], outside: Path, kinds: int = 6) -> str:
-    """Kinds 0-1 mutate dna.json, 2-5 the params folder's files (orbax's own reader: see
-    DETECTOR_PARAMS_KINDS)."""
+def _detector_case(rng, folder: Path, bases: dict[str, Path], outside: Path) -> str:
+    """Kinds 0-1 mutate dna.json, 2-5 the params folder's files (read by orbax and tensorstore:
+    damaged chunks and OCDBT files, removed or linked files, hostile array headers)."""
     flavour = ["ocdbt", "zarr"][rng.integers(2)]
     shutil.copytree(bases[flavour], folder, symlinks=True)
     files = sorted(p for p in (folder / "params").rglob("*") if p.is_file())
-    kind = int(rng.integers(kinds))
+    kind = int(rng.integers(6))
     if kind == 0:  # a field of dna.json, its architecture or its input spec
         meta = json.loads((folder / "dna.json").read_text())
         where = [meta, meta["architecture"], meta["input_spec"]][rng.integers(3)]
@@ -382,7 +377,7 @@ def _checkpoint_case(rng, path: Path) -> str:
     return f"ckpt/{kind}: {desc}" + (" (deflated)" if compress == zipfile.ZIP_DEFLATED else "")
 
 
-KINDS = ("pt", "safetensors", "folder", "detector", "checkpoint", "detector-params")
+KINDS = ("pt", "safetensors", "folder", "detector", "checkpoint")
 
 
 def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
@@ -391,7 +386,7 @@ def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
     directory.mkdir(parents=True, exist_ok=True)
     outside = directory / "outside.safetensors"  # non-zero weights: reading it would show
     outside.write_bytes(safetensors_bytes(bert_state_dict(fill=1.0)))
-    bases = detector_bases(directory / "bases") if n and kind in ("detector", "detector-params") else None
+    bases = detector_bases(directory / "bases") if n and kind == "detector" else None
     for i in range(n):
         if kind == "pt":
             path = directory / f"case{i}.pt"
@@ -402,9 +397,9 @@ def cases(kind: str, n: int, seed: int, directory: Path, sentinel: Path):
         elif kind == "folder":
             path = directory / "cases" / f"case{i}"
             yield _folder_case(rng, path, outside), path
-        elif kind in ("detector", "detector-params"):
+        elif kind == "detector":
             path = directory / "detectors" / f"detector-case{i}"
-            yield _detector_case(rng, path, bases, outside, 2 if kind == "detector" else DETECTOR_PARAMS_KINDS), path
+            yield _detector_case(rng, path, bases, outside), path
         else:
             path = directory / f"case{i}.ckpt"
             yield _checkpoint_case(rng, path), path

@@ -3,8 +3,9 @@
 Run by tests/test_hostile_fuzz.py and benchmarks/fuzz_readers.py, so that a crash (a segfault from
 an out-of-bounds view) kills this worker, not the test run, and the parent knows which case did it.
 Each answer says whether the case loaded, the error's class and message, the Python heap peak while
-reading (tracemalloc: numpy buffers included), the bytes of the tensors returned and whether any of
-them was non-zero.
+reading (tracemalloc, above what the process held before the case: numpy buffers included), the
+bytes of the tensors returned and whether any of them was non-zero. The parent adds what the worker wrote to stderr since the previous answer: a
+traceback there (printed by a library's own thread, after the reader returned) is a failure too.
 """
 
 import json
@@ -44,19 +45,17 @@ def _answer(path: Path) -> dict:
 
     from jaxprov.errors import JaxprovError
 
-    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]  # tracing runs the whole time (main)
     tracemalloc.reset_peak()
     try:
         tensors = _tensors(path)
     except JaxprovError as err:
         return {"ok": False, "error": type(err).__name__, "message": str(err),
-                "peak": tracemalloc.get_traced_memory()[1]}
+                "peak": tracemalloc.get_traced_memory()[1] - base}
     except Exception as err:  # noqa: BLE001 -- exactly what the suite is looking for
         return {"ok": False, "error": f"unexpected {type(err).__name__}", "message": str(err)[:500],
-                "peak": tracemalloc.get_traced_memory()[1]}
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+                "peak": tracemalloc.get_traced_memory()[1] - base}
+    peak = tracemalloc.get_traced_memory()[1] - base
     arrays = [np.asarray(t) for t in tensors]
     return {"ok": True, "error": None, "message": "", "peak": peak,
             "out_bytes": int(sum(a.nbytes for a in arrays)),
@@ -64,8 +63,11 @@ def _answer(path: Path) -> dict:
 
 
 def main() -> None:
-    for warmup in sys.argv[1:]:  # import jax / transformers / orbax and read once, outside tracemalloc
+    for warmup in sys.argv[1:]:  # import jax / transformers / orbax and read once, untraced (6x faster)
         _tensors(Path(warmup))
+    # Started once, between valid reads, and never stopped: on CPython < 3.12.9, tracemalloc.stop()
+    # while a native thread (tensorstore's) takes the GIL can crash the process (gh-128679).
+    tracemalloc.start()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         print(json.dumps(_answer(Path(json.loads(line)["path"]))), flush=True)
@@ -78,6 +80,13 @@ if __name__ == "__main__":
 # -- the parent's side -----------------------------------------------------------------------------
 
 HANG_SECONDS = 120  # no case may take this long; it only turns a hang into a reported failure
+# stderr lines that are a failure: a traceback, a fatal error (faulthandler's dump), a logged error
+# or an exception Python could not raise (asyncio's and the unraisable hook's reports). orbax's own
+# log lines about the file (absl's "WARNING:absl:" / "ERROR:absl:Failed to read Metadata file") are
+# not: they name what orbax could not read, beside jaxprov's answer.
+STDERR_FAILURES = ("Traceback (most recent call last)", "Fatal Python error", "ERROR:", "Exception ignored",
+                   "exception was never retrieved")
+STDERR_ALLOWED = ("WARNING:absl:", "ERROR:absl:")
 
 
 class Worker:
@@ -91,15 +100,25 @@ class Worker:
     def _start(self) -> None:
         import os
         import subprocess
+        import tempfile
 
-        env = {**os.environ, "PYTHONPATH": str(self._root)}
+        env = {**os.environ, "PYTHONPATH": str(self._root), "PYTHONFAULTHANDLER": "1"}
+        self._stderr, self._stderr_read = tempfile.TemporaryFile(), 0  # read back after each answer (`_new_stderr`)
         self._proc = subprocess.Popen([sys.executable, str(self._root / "tests" / "hostile_worker.py")]
                                       + [str(w) for w in self._warmup], cwd=self._root, env=env,
                                       text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL)
+                                      stderr=self._stderr)
         ready = self._read(timeout=600)
         if not ready or not ready.get("ready"):
             raise RuntimeError(f"the hostile-input worker did not start ({ready})")
+        self._new_stderr()  # the warm-up's output is not a case's
+
+    def _new_stderr(self) -> str:
+        """What the worker wrote to stderr since the last call."""
+        self._stderr.seek(self._stderr_read)
+        raw = self._stderr.read()
+        self._stderr_read += len(raw)
+        return raw.decode(errors="replace")
 
     def _read(self, timeout: float):
         import select
@@ -120,13 +139,19 @@ class Worker:
         if answer is None:
             self._proc.kill()
             code = self._proc.wait()
+            lines = [line for line in self._new_stderr().splitlines()
+                     if line.strip() and not line.startswith("Extension modules")]
+            fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error")]
+            tail = " | ".join(lines[fatal[-1]:][:8] if fatal else lines[-8:])  # faulthandler's dump, if any
             self._start()  # a fresh worker for the remaining cases
-            return {"crash": f"worker {'hung' if code == -9 else 'died'} (exit {code})"}
-        return answer
+            return {"crash": f"worker {'hung' if code == -9 else 'died'} (exit {code}); its stderr ends: {tail[-600:]}"}
+        return {**answer, "stderr": self._new_stderr()}
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """Stop the worker; returns what it wrote to stderr after the last answer (to check as well)."""
         self._proc.stdin.close()
         self._proc.wait()
+        return self._new_stderr()
 
 
 def problems(path: Path, answer: dict, sentinel: Path) -> list[str]:
@@ -135,6 +160,7 @@ def problems(path: Path, answer: dict, sentinel: Path) -> list[str]:
     found = []
     if "crash" in answer:
         return [answer["crash"]]
+    found += stderr_problems(answer.get("stderr", ""))
     if sentinel.exists():
         found.append("the payload ran (sentinel file exists)")
     if answer["error"] and answer["error"].startswith("unexpected"):
@@ -148,3 +174,12 @@ def problems(path: Path, answer: dict, sentinel: Path) -> list[str]:
     if answer["peak"] > 4 * (size + answer.get("out_bytes", 0)) + 16 * 2**20:
         found.append(f"heap peak {answer['peak']:,} bytes for {size:,} bytes of input")
     return found
+
+
+def stderr_problems(text: str) -> list[str]:
+    """The failures in a stretch of the worker's stderr (STDERR_FAILURES), as one problem naming the
+    first such line; output can come late (from another thread), so it may belong to the case before."""
+    lines = [line for line in text.splitlines()
+             if any(marker in line for marker in STDERR_FAILURES) and not line.startswith(STDERR_ALLOWED)]
+    return [f"wrote to stderr while this case (or the one before it) was read: {lines[0][:200]!r} "
+            f"({len(lines)} such lines)"] if lines else []
