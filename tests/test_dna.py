@@ -97,6 +97,37 @@ def test_a_damaged_or_tampered_detector_folder_is_one_line(toy_detector, tmp_pat
     assert "\n" not in str(err.value)
 
 
+HOSTILE_INPUT_SPECS = {  # input_spec fields -> what read_meta says (the toy detector: conv encoder, 28x28x1)
+    "no channels": ({"shape": [28, 28, 0]}, "shape [28, 28, 0] is not sizes >= 1 of at most 4194304 numbers"),
+    "huge": ({"shape": [2 ** 20, 2 ** 20, 1]}, "is not sizes >= 1 of at most 4194304 numbers"),
+    "infinite": ({"shape": [float("inf"), 28, 1]}, "its input_spec is not valid (OverflowError)"),
+    "two axes": ({"shape": [28, 28]}, "its conv encoder reads images of 3 axes (height, width, channels)"),
+    "text": ({"modality": "text"}, "its conv encoder reads numbers, and its input_spec says text"),
+    "mean per channel": ({"mean": [0.1, 0.2]}, "its input_spec mean is not 1 or 1 finite numbers"),
+    "std only": ({"mean": None}, "its input_spec gives only one of mean and std"),
+    "zero std": ({"std": [0.0]}, "its input_spec std has a zero"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_INPUT_SPECS))
+def test_an_input_spec_no_network_can_read_is_one_line_from_read_meta(toy_detector, tmp_path, case):
+    # Checked field by field in read_meta (so `dna info` refuses it too), not by building the networks
+    # and catching what they raise: a text spec for the conv encoder raised an AttributeError there.
+    import shutil
+
+    out, _ = toy_detector
+    change, message = HOSTILE_INPUT_SPECS[case]
+    bad = shutil.copytree(out, tmp_path / "bad", ignore=shutil.ignore_patterns("checkpoint.npz"))
+    meta = json.loads((bad / "dna.json").read_text())
+    meta["input_spec"] = {**meta["input_spec"], "mean": [0.1307], "std": [0.3081], **change}
+    (bad / "dna.json").write_text(json.dumps(meta))
+    for read in (dna.detector.read_meta, dna.load):
+        with pytest.raises(dna.DetectorError) as err:
+            read(bad)
+        assert str(err.value).startswith(f"{bad}: not a jaxprov DNA detector (") and message in str(err.value)
+        assert "\n" not in str(err.value)
+
+
 def test_a_detector_declaring_a_huge_array_is_refused_before_it_is_allocated(toy_detector, tmp_path):
     """A params folder of a few hundred KiB whose header declares 1 GiB (one zstd chunk of zeros): one
     line and exit 2 from the metadata check, in a process that never grows by anything like that."""

@@ -45,6 +45,7 @@ MAX_META_BYTES = 1 << 20
 SHIPPED_DIR = "dna"  # jaxprov/data/dna/<name>
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 ENCODE_CHUNK = 512
+MAX_INPUT_NUMBERS = 1 << 22  # numbers in one input of a detector's input_spec (the mlp encoder's first layer grows with them)
 
 
 class DetectorError(JaxprovError):
@@ -260,12 +261,43 @@ def read_meta(directory: Path) -> dict:
         if not ok:
             raise bad(f"architecture field {key} = {value!r} is not allowed")
     try:
-        InputSpec.from_json(meta["input_spec"])
-    except (KeyError, TypeError, ValueError) as err:
+        spec = InputSpec.from_json(meta["input_spec"])
+    except (KeyError, TypeError, ValueError, ArithmeticError) as err:
         raise bad(f"its input_spec is not valid ({type(err).__name__})") from None
+    problem = _input_problem(Architecture(**arch), spec)
+    if problem:
+        raise bad(problem)
     if not isinstance(meta.get("params_sha256"), str):
         raise bad("no params_sha256")
     return meta
+
+
+def _input_problem(arch: Architecture, spec: InputSpec) -> str | None:
+    """Why `arch`'s networks cannot be built on inputs of `spec` (None when they can): the input
+    spec's fields checked against the encoder that reads it, so that `load` builds the expected
+    params tree without an error."""
+    shape = spec.shape
+    if not shape or any(s < 1 for s in shape) or math.prod(shape) > MAX_INPUT_NUMBERS:
+        return f"its input_spec shape {list(shape)} is not sizes >= 1 of at most {MAX_INPUT_NUMBERS} numbers"
+    if spec.modality == "text" and not (spec.vocab_size is None or (isinstance(spec.vocab_size, int)
+                                                                    and not isinstance(spec.vocab_size, bool)
+                                                                    and 1 <= spec.vocab_size <= 1 << 20)):
+        return f"its input_spec vocab_size {spec.vocab_size!r} is not a size from 1 to {1 << 20}"
+    if arch.encoder == "tokens" and (spec.modality != "text" or len(shape) != 1 or arch.vocab_size is None):
+        return "its tokens encoder needs text inputs of one axis and an architecture vocab_size"
+    if arch.encoder in ("conv", "mlp") and spec.modality == "text":
+        return f"its {arch.encoder} encoder reads numbers, and its input_spec says text"
+    if arch.encoder == "conv" and len(shape) != 3:
+        return f"its conv encoder reads images of 3 axes (height, width, channels), not shape {list(shape)}"
+    if spec.modality == "image" and (spec.mean is None) != (spec.std is None):
+        return "its input_spec gives only one of mean and std"
+    if spec.modality == "image" and spec.mean is not None:
+        for name, values in (("mean", spec.mean), ("std", spec.std)):
+            if len(values) not in (1, shape[-1]) or not all(math.isfinite(v) for v in values):
+                return f"its input_spec {name} is not 1 or {shape[-1]} finite numbers (one per channel)"
+        if 0.0 in spec.std:
+            return "its input_spec std has a zero"
+    return None
 
 
 def _small_int(v) -> bool:
@@ -278,11 +310,7 @@ def load(name_or_path: str | os.PathLike) -> Detector:
     meta = read_meta(directory)
     arch = Architecture(**meta["architecture"])
     spec = InputSpec.from_json(meta["input_spec"])
-    try:
-        expected = jax.eval_shape(lambda: arch.init(jax.random.PRNGKey(0), spec))
-    except (ArithmeticError, ValueError, TypeError) as err:  # e.g. an input spec with no channels
-        raise DetectorError(f"{directory}: not a jaxprov DNA detector (its architecture and input_spec build no "
-                            f"networks: {type(err).__name__}); train one with `jaxprov dna train`") from None
+    expected = jax.eval_shape(lambda: arch.init(jax.random.PRNGKey(0), spec))  # read_meta checked they fit
     params = params_io.restore(directory / PARAMS_DIR, expected, meta["params_sha256"], shown=directory,
                                what="the detector's params", fits="its architecture",
                                advice="train it again with `jaxprov dna train`", error=DetectorError)
