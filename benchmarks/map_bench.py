@@ -2,7 +2,7 @@
 attacks and the provenance of the protected model. Writes docs/results/map.json (after every pair,
 atomically, so an interrupted run keeps what it measured).
 
-    PYTHONPATH=. python benchmarks/map_bench.py [--out docs/results/map.json] [--steps 400]
+    PYTHONPATH=. python benchmarks/map_bench.py [--out docs/results/map.json] [--steps 600]
         [--pairs mnistm:mnist,mnist:mnistm,syn:mnist,mnist:syn] [--attack-steps 100] [--independents 3]
         [--quick]   (--markdown prints --out as the tables of docs/results.md)
         [--config '{"alpha": 0.5}'] [--synth-config '{"steps": 200}']  (MapConfig / SynthConfig overrides)
@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--pairs", default="mnistm:mnist,mnist:mnistm,syn:mnist,mnist:syn")
     ap.add_argument("--attack-steps", type=int, default=100)
     ap.add_argument("--independents", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=protect.MapConfig().steps)
     ap.add_argument("--quick", action="store_true", help="fewer steps and no attacks (a smoke run)")
     ap.add_argument("--no-extras", action="store_true", help="skip the channel mask and provenance on the first pair")
     ap.add_argument("--from-log", nargs="+", help="rebuild --out from the stdout logs of runs cut short by a deadline "

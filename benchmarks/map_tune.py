@@ -69,7 +69,7 @@ def main() -> int:
         kw = json.loads(c)
         checkpoint = Path(args.cache) / ("ck-" + hashlib.sha256((c + args.pair + args.setting + args.synth).encode())
                                          .hexdigest()[:16] + ".npz")
-        for steps in kw.pop("steps_list", [kw.get("steps", 300)]):
+        for steps in kw.pop("steps_list", [kw.get("steps", protect.MapConfig().steps)]):
             cfg = protect.MapConfig(**{"batch": 128, **kw, "steps": steps})
             t0 = time.time()
             r = protect.protect(src, args.setting, jax.random.PRNGKey(map_bench.MASK_KEY), cfg, checkpoint=checkpoint,

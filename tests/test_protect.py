@@ -14,7 +14,7 @@ import jaxprov
 from jaxprov import datasets, models, protect, store
 from jaxprov.cli import main
 from jaxprov.errors import JaxprovError
-from jaxprov.protect import baselines, masks, synth
+from jaxprov.protect import baselines, losses, masks, synth
 from jaxprov.training import derive
 from jaxprov.training.loop import accuracy
 
@@ -131,7 +131,7 @@ def test_batchnorm_synthesis_matches_the_running_statistics(source):
     start = source.input_spec.example(64, jax.random.fold_in(jax.random.PRNGKey(4), 0))
 
     def gap(inputs):
-        _, moments = synth._bn_moments(source.module, source.params, inputs)
+        _, moments = synth.bn_moments(source.module, source.params, inputs)
         return sum(float(np.linalg.norm(m - rm) + np.linalg.norm(v - rv)) for m, v, rm, rv in moments)
 
     assert gap(x) < 0.5 * gap(start)
@@ -139,6 +139,34 @@ def test_batchnorm_synthesis_matches_the_running_statistics(source):
     assert np.mean(predicted == np.arange(64) % 10) > 0.9  # each input is read as its target class
     lo, hi = source.input_spec.bounds()
     assert np.all(x >= lo.min() - 1e-6) and np.all(x <= hi.max() + 1e-6)
+
+
+def test_flipped_synthesis_sees_mirrored_batches_and_stays_in_the_box(source):
+    config = protect.SynthConfig(n=32, batch=32, steps=30, flip=True)
+    x, record = synth.pseudo_source(source, jax.random.PRNGKey(4), config, "bn")
+    plain, _ = synth.pseudo_source(source, jax.random.PRNGKey(4), protect.SynthConfig(n=32, batch=32, steps=30), "bn")
+    assert record["flip"] is True and x.shape == plain.shape and not np.allclose(x, plain)
+    lo, hi = source.input_spec.bounds()
+    assert np.all(x >= lo.min() - 1e-6) and np.all(x <= hi.max() + 1e-6)
+
+
+def test_the_bn_keep_term_holds_the_masked_models_batchnorm_statistics(source, domains):
+    xa, xu = domains["train_a"][0][:256], domains["train_u"][0][:256]
+
+    def gap(config):
+        run = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3))
+        masked = masks.apply(source.params, run.masks)
+        _, moments = synth.bn_moments(source.module, masked, xa)
+        return float(losses.bn_statistics(moments)), run
+
+    hard = dict(steps=40, batch=64, alpha=3.0)
+    free, _ = gap(protect.MapConfig(**hard))
+    kept, run = gap(protect.MapConfig(**hard, bn_keep=1.0))
+    assert "bn_keep" in run.history[-1] and kept < free
+    plain = models.init("lenet", jax.random.PRNGKey(0), name="plain")
+    with pytest.raises(JaxprovError, match="no BatchNorm layers.*bn_keep"):
+        protect.learn(plain, np.zeros((4, 28, 28, 1), np.float32), np.zeros((4, 28, 28, 1), np.float32),
+                      protect.MapConfig(steps=2, bn_keep=1.0), jax.random.PRNGKey(0))
 
 
 def test_batchnorm_synthesis_on_a_model_without_batchnorm_is_one_line():

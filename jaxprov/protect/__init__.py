@@ -1,8 +1,9 @@
 """MAP (Peng, Qu et al., "MAP: MAsk-Pruning for Source-Free Model Intellectual Property Protection",
 CVPR 2024): protect a trained model against use on unauthorised domains by a binary mask over its
 frozen weights, in three settings (source-available, source-free, data-free). One concept per module:
-`masks` (scores, hard masks, straight-through) <- `losses` <- `train` (the optax loop, checkpoints)
-<- `synth` (pseudo-source and neighbour domains) <- `map` (the settings, the protected model);
+`masks` (scores, hard masks, straight-through) <- `losses` <- `synth` (pseudo-source and neighbour
+domains, BatchNorm moments) <- `train` (the optax loop, checkpoints) <- `map` (the settings, the
+protected model);
 `metric` (ST-D), `baselines` (random / magnitude masks, NTL-style), `attacks` and `data` (DATA
 arguments) beside them. docs/methods.md states every design choice."""
 

@@ -15,6 +15,10 @@
                 unauthorised inputs and the source's mean feature on authorised inputs: pushes
                 unauthorised representations away from the authorised ones, so that the head's
                 knowledge cannot be reached again by a little fine-tuning;
+  bn_statistics at every BatchNorm, the distance of the batch's mean and variance of the layer's input
+                from the running ones the source stored (norms, summed over layers): the synthesis's
+                statistics term (`synth`), and the mask's `bn_keep` term on authorised (or pseudo-source)
+                inputs, which keeps the masked model's internal statistics where the source's were;
   sparsity      the share of maskable weights the straight-through mask keeps, weighted by the number
                 of weights each score switches: a penalty that controls how much is pruned.
 """
@@ -58,3 +62,9 @@ def sparsity(ste_masks: dict, weights_per_score: dict):
     kept = sum(jnp.sum(m) * float(weights_per_score[k]) for k, m in ste_masks.items())
     total = sum(float(m.size * weights_per_score[k]) for k, m in ste_masks.items())
     return kept / total
+
+
+def bn_statistics(moments):
+    """Sum over BatchNorm layers of |batch mean - running mean| + |batch var - running var| (L2 norms),
+    `moments` as `synth.bn_moments` gives them."""
+    return sum(jnp.linalg.norm(m - rm) + jnp.linalg.norm(v - rv) for m, v, rm, rv in moments)

@@ -34,6 +34,7 @@ from jaxprov.attacks import valid_box
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.models.layers import BatchNorm
+from jaxprov.protect import losses
 
 METHODS = ("bn", "inversion")
 NEIGHBOUR_SHIFTS = ("invert", "colour", "noise")
@@ -46,7 +47,8 @@ class SynthConfig:
     loss weights: BatchNorm statistics (bn), class cross-entropy (ce), total variation (tv), L2 (l2);
     jitter: each step's loss is taken on the batch rolled by a random shift of up to `jitter` pixels
     in each direction (DeepInversion's jitter; 0 = off), so the inputs cannot lean on exact pixel
-    positions."""
+    positions; flip: each step's loss is also taken, with probability 1/2, on the batch mirrored left to
+    right (DeepInversion's flip; off by default: a mirrored digit is not always a digit)."""
 
     n: int = 1024
     batch: int = 128
@@ -57,6 +59,7 @@ class SynthConfig:
     tv: float = 1e-3
     l2: float = 1e-4
     jitter: int = 0
+    flip: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,8 +124,10 @@ def neighbours(model: Model, pseudo: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray(spec.normalize(jnp.asarray(np.concatenate(shifted), jnp.float32)))
 
 
-def _bn_moments(module, params, x):
-    """(output, [(batch mean, batch var, running mean, running var) per BatchNorm call])."""
+def bn_moments(module, params, x):
+    """(output, [(batch mean, batch var, running mean, running var) per BatchNorm call]): the model's
+    output on x and, at every BatchNorm, the statistics of the batch reaching it beside the stored ones
+    (read by the synthesis here and by the mask's `bn_keep` term, `protect.train`)."""
     captured = []
 
     def interceptor(next_fun, args, kwargs, context):
@@ -143,24 +148,29 @@ def _batch_fn(module, config: SynthConfig, use_bn: bool):
     optimizer = optax.adam(config.lr)
 
     def loss_fn(x, params, targets):
-        out, moments = _bn_moments(module, params, x) if use_bn else (module.apply(params, x)[0], [])
+        out, moments = bn_moments(module, params, x) if use_bn else (module.apply(params, x)[0], [])
         ce = optax.softmax_cross_entropy_with_integer_labels(out, targets).mean()
         tv = jnp.mean(jnp.abs(x[:, 1:] - x[:, :-1])) + jnp.mean(jnp.abs(x[:, :, 1:] - x[:, :, :-1]))
         loss = config.ce * ce + config.tv * tv + config.l2 * jnp.mean(x * x)
         if moments:
-            bn = sum(jnp.linalg.norm(m - rm) + jnp.linalg.norm(v - rv) for m, v, rm, rv in moments)
-            loss = loss + config.bn * bn
+            loss = loss + config.bn * losses.bn_statistics(moments)
         return loss
 
     @jax.jit
     def run(params, x, targets, lo, hi, key):
         def body(carry, k):
             x, state = carry
-            if config.jitter:
-                dx, dy = jax.random.randint(k, (2,), -config.jitter, config.jitter + 1)
-                g = jax.grad(lambda z: loss_fn(jnp.roll(z, (dx, dy), axis=(1, 2)), params, targets))(x)
-            else:
-                g = jax.grad(loss_fn)(x, params, targets)
+            kj, kf = k, jax.random.fold_in(k, 1)  # the jitter draws from k as before flip existed
+
+            def view(z):
+                if config.jitter:
+                    dx, dy = jax.random.randint(kj, (2,), -config.jitter, config.jitter + 1)
+                    z = jnp.roll(z, (dx, dy), axis=(1, 2))
+                if config.flip:
+                    z = jnp.where(jax.random.bernoulli(kf), z[:, :, ::-1], z)
+                return z
+
+            g = jax.grad(lambda z: loss_fn(view(z), params, targets))(x)
             with jax.numpy_dtype_promotion("standard"):
                 updates, state = optimizer.update(g, state, x)
             return (jnp.clip(optax.apply_updates(x, updates), lo, hi), state), None
