@@ -18,8 +18,11 @@ from jaxprov.protect import baselines, losses, masks, synth
 from jaxprov.training import derive
 from jaxprov.training.loop import accuracy
 
-# The run the outcome test asserts on: small enough for CI (2 cores), large enough to show it.
-CONFIG = protect.MapConfig(steps=150, batch=64)
+# The run the outcome test asserts on: small enough for CI (2 cores), large enough to show it. Its
+# weights are the first defaults (alpha 0.3, no separation term), not today's (alpha 0.6, beta 1):
+# those push harder and need their 600 steps for the distillation to bring the authorised domain
+# back (at 150 steps of 64 they kept 0.654 of 0.846, measured), which CI cannot afford.
+CONFIG = protect.MapConfig(steps=150, batch=64, alpha=0.3, beta=0.0)
 TINY_SYNTH = protect.SynthConfig(n=64, batch=64, steps=30)
 
 
