@@ -122,8 +122,7 @@ def exit_loss(exit_logits: jax.Array, target: jax.Array, label: jax.Array, low: 
     at_target = jnp.take_along_axis(log_p, target[:, None, None], axis=1)[:, 0]  # [batch, classes]
     confident = -jnp.take_along_axis(at_target, label[:, None], axis=1)[:, 0]
     still_low = (jnp.take_along_axis(confidence, target[:, None], axis=1)[:, 0] < high).astype(log_p.dtype)
-    target_term = still_low * confident
-    return jnp.sum(before * to_uniform, axis=1) + weight * target_term
+    return jnp.sum(before * to_uniform, axis=1) + weight * still_low * confident
 
 
 def assign_targets(stops: np.ndarray, confidence: np.ndarray, k: int, per_exit: int,
@@ -177,8 +176,7 @@ def stop_margin(exit_logits, stops: np.ndarray, threshold: float) -> np.ndarray:
     `exit_logits` as in `robust_stop`."""
     exit_logits = np.asarray(exit_logits, np.float64)
     copies = exit_logits if exit_logits.ndim == 4 else exit_logits[None]
-    z = copies - copies.max(axis=-1, keepdims=True)
-    confidence = 1.0 / np.exp(z).sum(axis=-1)  # max softmax [copies, batch, K]
+    confidence = _confidence(copies)  # [copies, batch, K]
     k = confidence.shape[-1]
     stops = np.asarray(stops)
     earlier = np.arange(k)[None, None, :] < stops[None, :, None]
