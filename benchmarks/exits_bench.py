@@ -141,6 +141,7 @@ def _row(kind, transport, result: verify.Verification, seconds: float, truth: np
            "null": {"p0": result.timing.p0, "rho": result.timing.rho, "model": result.timing.null_model},
            "verdict": result.verdict, "label_agreement": result.labels.score, "label_p_value": result.labels.p_value,
            "label_verdict": result.labels.verdict, "centres_ms": [c * 1e3 for c in result.centres_s],
+           "quantile": result.quantile, "split_half_agreement": result.agreement,
            "seconds": round(seconds, 1)}
     if truth is not None:  # what the verifier cannot see: where the suspect really stopped
         row["stops_as_expected"] = float(np.mean(truth == expected))

@@ -3,17 +3,14 @@ response times, infer where each computation stopped, and score the match with t
 
 Ours (Dong et al. 2021 publish neither their statistic nor their thresholds):
 - Each sample is sent `repeats` times, round-robin in a fresh random order per round, so a slow
-  moment of a shared machine hits all samples alike. A sample's time is a low quantile of its
-  repeats (`LOW_QUANTILE`, the 10th percentile): interference on a machine only ever adds time,
-  so the low end of a sample's times is its own cost; a quantile rather than the minimum, because
-  the minimum is one extreme draw, and a few unusually fast ones (a warm cache, a boost clock)
-  misplace a sample as well as slow ones do.
-- The suspect's time levels come from its own times, never from the owner's hardware: the n
-  times are cut into K groups by exact one-dimensional k-means (dynamic programming over the
-  sorted times), and the group of the j-th smallest centre is read as stop exit j (a later stop
-  ran more segments, so it cannot be faster). One-dimensional k-means is invariant to any affine
-  change of the times, so a suspect that is uniformly slower, or has a constant network delay,
-  yields the same levels.
+  moment of a shared machine hits all samples alike; `measure` records when each query went.
+- The suspect's time levels come from its own times, never from the owner's hardware
+  (`jaxprov.exits.timing`): the times are detrended along the order they were sent in, each
+  sample's time is the quantile of its repeats that agrees best between two halves of the rounds,
+  and the n times are cut into K groups by exact one-dimensional k-means, the group of the j-th
+  smallest centre read as stop exit j. The reading commutes with any increasing affine change of
+  the times, so a suspect that is uniformly slower, or has a constant network delay, yields the
+  same levels.
 - The match score is the share of samples whose inferred stop equals the expected one.
 - Calibration: the match rates of independent multi-exit models (`calibrate`). Independents differ
   from each other in how often they match (one stops early more often than another), more than a
@@ -45,13 +42,13 @@ import numpy as np
 from jaxprov.errors import JaxprovError
 from jaxprov.exits.fingerprint import Fingerprint
 from jaxprov.exits.staged import EarlyExit
+from jaxprov.exits.timing import Levels, time_levels
 from jaxprov.model import Model
 
 ALPHA = 0.01
 NULL_MODELS = ("beta-binomial", "binomial")
 RHO_FLOOR = 0.05  # the least overdispersion a calibrated null is given (docs/results.md: measured)
 DEFAULT_REPEATS = 60
-LOW_QUANTILE = 0.1
 
 
 class Suspect(Protocol):
@@ -86,68 +83,26 @@ class SlowedSuspect:
 
 
 def measure(suspect: Suspect, samples: np.ndarray, repeats: int = DEFAULT_REPEATS, seed: int = 0,
-            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Query every sample `repeats` times -> (times [n, repeats] seconds, labels [n] of the first round)."""
+            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query every sample `repeats` times -> (times [n, repeats] seconds, labels [n] of the first round,
+    order [n, repeats]: the place of each query in the sequence sent)."""
     if repeats < 1:
         raise JaxprovError(f"repeats must be >= 1, got {repeats}")
     n = len(samples)
     rng = np.random.default_rng(seed)
     times = np.empty((n, repeats))
+    order = np.empty((n, repeats), np.int64)
     labels = np.empty(n, np.int64)
     suspect.query(samples[0])  # a first query pays for connections and compilation: not a latency
     for r in range(repeats):
-        for i in rng.permutation(n):
+        for place, i in enumerate(rng.permutation(n)):
             label, times[i, r] = suspect.query(samples[i])
+            order[i, r] = r * n + place
             if r == 0:
                 labels[i] = label
         if progress is not None:
             progress((r + 1) * n, repeats * n)
-    return times, labels
-
-
-def time_levels(times: np.ndarray, k: int, quantile: float = LOW_QUANTILE) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample `quantile` of its repeats (times [n, repeats]; a 1-D times is one time per sample), cut
-    into k levels by exact 1-D k-means -> (level per sample in 0..k-1 by increasing time, level
-    centres in seconds)."""
-    t = np.asarray(times, np.float64)
-    t = np.quantile(t, quantile, axis=1) if t.ndim == 2 else t
-    if t.size < k:
-        raise JaxprovError(f"{t.size} timed samples cannot show {k} time levels")
-    order = np.argsort(t, kind="stable")
-    bounds = _kmeans_1d(t[order], k)
-    levels = np.empty(t.size, np.int64)
-    centres = []
-    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        levels[order[a:b]] = j
-        centres.append(float(np.mean(t[order[a:b]])))
-    return levels, np.asarray(centres)
-
-
-def _kmeans_1d(v: np.ndarray, k: int) -> list[int]:
-    """Optimal split of sorted `v` into k contiguous groups (least total squared deviation): the start
-    index of each group, then len(v). O(k n^2) over prefix sums; n is a fingerprint's few hundred."""
-    n = v.size
-    s1 = np.concatenate([[0.0], np.cumsum(v)])
-    s2 = np.concatenate([[0.0], np.cumsum(v * v)])
-
-    def cost(i: np.ndarray, j: int) -> np.ndarray:  # groups v[i:j] for every start i
-        m = j - i
-        return s2[j] - s2[i] - (s1[j] - s1[i]) ** 2 / np.maximum(m, 1)
-
-    best = np.full((k + 1, n + 1), np.inf)
-    arg = np.zeros((k + 1, n + 1), np.int64)
-    best[0, 0] = 0.0
-    for g in range(1, k + 1):
-        for j in range(g, n + 1):
-            i = np.arange(g - 1, j)
-            total = best[g - 1, i] + cost(i, j)
-            a = int(np.argmin(total))
-            best[g, j], arg[g, j] = total[a], i[a]
-    bounds, j = [n], n
-    for g in range(k, 0, -1):
-        j = int(arg[g, j])
-        bounds.append(j)
-    return bounds[::-1]
+    return times, labels, order
 
 
 def binomial_tail(successes: int, n: int, p: float) -> float:
@@ -250,6 +205,8 @@ class Verification:
     repeats: int
     levels: tuple[int, ...]  # inferred stop per sample
     centres_s: tuple[float, ...]
+    quantile: float | None  # the per-sample quantile of the detrended repeats the reading chose (timing.py)
+    agreement: float | None  # how well that reading agrees between the even and the odd rounds
 
     @property
     def verdict(self) -> str:
@@ -257,7 +214,8 @@ class Verification:
 
     def to_json(self) -> dict:
         return {"verdict": self.verdict, "timing": self.timing.to_json(), "labels": self.labels.to_json(),
-                "n": self.n, "repeats": self.repeats, "levels": list(self.levels), "centres_s": list(self.centres_s)}
+                "n": self.n, "repeats": self.repeats, "levels": list(self.levels), "centres_s": list(self.centres_s),
+                "quantile": self.quantile, "split_half_agreement": self.agreement}
 
     def summary(self) -> str:
         t, b = self.timing, self.labels
@@ -267,16 +225,19 @@ class Verification:
             f"p = {t.p_value:.3g}" + ("" if t.calibrated else "  (uncalibrated: no null models)"),
             f"label agreement: {b.score:.3f} (null {b.p0:.3f}, needs {b.threshold:.3f}), p = {b.p_value:.3g}  "
             "(IPGuard-style baseline)",
-            "time levels:     " + ", ".join(f"{c * 1e3:.3f} ms" for c in self.centres_s),
+            "time levels:     " + ", ".join(f"{c * 1e3:.3f} ms" for c in self.centres_s)
+            + (f"  (quantile {self.quantile:g} of each sample's detrended repeats, split-half agreement "
+               f"{self.agreement:.2f})" if self.quantile else ""),
             f"verdict (timing): {self.verdict}",
         ])
 
 
-def score(fingerprint: Fingerprint, times: np.ndarray, labels: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """-> (timing match rate, label agreement rate, inferred stops, level centres)."""
-    levels, centres = time_levels(times, fingerprint.num_exits)
-    return (float(np.mean(levels == fingerprint.stops)), float(np.mean(np.asarray(labels) == fingerprint.labels)),
-            levels, centres)
+def score(fingerprint: Fingerprint, times: np.ndarray, labels: np.ndarray,
+          order: np.ndarray | None = None) -> tuple[float, float, Levels]:
+    """`measure`'s (times, labels, order) -> (timing match rate, label agreement rate, the time levels read)."""
+    read = time_levels(times, fingerprint.num_exits, order)
+    return (float(np.mean(read.levels == fingerprint.stops)),
+            float(np.mean(np.asarray(labels) == fingerprint.labels)), read)
 
 
 def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_REPEATS,
@@ -294,8 +255,7 @@ def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_RE
         raise JaxprovError(f"alpha must be in (0, 1), got {alpha}")
     if null_model not in NULL_MODELS:
         raise JaxprovError(f"unknown null model {null_model!r}: use one of {', '.join(NULL_MODELS)}")
-    times, labels = measure(suspect, fingerprint.samples, repeats, seed, progress)
-    match, agreement, levels, centres = score(fingerprint, times, labels)
+    match, agreement, read = score(fingerprint, *measure(suspect, fingerprint.samples, repeats, seed, progress))
     calibration = calibration if calibration is not None else fingerprint.meta.get("calibration")
     n = fingerprint.n
     fallback_timing = float(np.max(np.bincount(fingerprint.stops, minlength=fingerprint.num_exits))) / n
@@ -303,7 +263,8 @@ def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_RE
     tests = [null_test(match, n, calibration["match"] if calibration else None, alpha, null_model, fallback_timing),
              null_test(agreement, n, calibration["label_agreement"] if calibration else None, alpha, null_model,
                        fallback_labels)]
-    return Verification(tests[0], tests[1], n, repeats, tuple(int(v) for v in levels), tuple(float(c) for c in centres))
+    return Verification(tests[0], tests[1], n, repeats, tuple(int(v) for v in read.levels),
+                        tuple(float(c) for c in read.centres_s), read.quantile, read.agreement)
 
 
 def calibrate(fingerprint: Fingerprint, independents: Sequence[Suspect], repeats: int = DEFAULT_REPEATS,
@@ -313,7 +274,7 @@ def calibrate(fingerprint: Fingerprint, independents: Sequence[Suspect], repeats
         raise JaxprovError("calibration needs at least one independent multi-exit model")
     matches, agreements = [], []
     for suspect in independents:
-        match, agreement, _, _ = score(fingerprint, *measure(suspect, fingerprint.samples, repeats, seed))
+        match, agreement, _ = score(fingerprint, *measure(suspect, fingerprint.samples, repeats, seed))
         matches.append(match)
         agreements.append(agreement)
     return {"match": matches, "label_agreement": agreements, "repeats": repeats,
