@@ -307,7 +307,8 @@ def _cmd_exits_verify(args) -> int:
         calibration = verify.calibrate(fingerprint, null, args.repeats)
     update = _progress_bar("verify")
     result = verify.verify(fingerprint, suspect, args.repeats, calibration,
-                           progress=lambda done, total: update("queries", done, total), null_model=args.null_model)
+                           progress=lambda done, total: update("queries", done, total), null_model=args.null_model,
+                           max_repeats=args.max_repeats)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
     return 0
 
@@ -541,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--null", help="independent multi-exit models to calibrate on (default: the fingerprint's "
                                   "own calibration)")
     r.add_argument("--repeats", type=int, default=60, help="queries per sample (default 60)")
+    r.add_argument("--max-repeats", type=int, help="while the times are noisy (split-half agreement below 0.95), "
+                   "send --repeats more rounds, up to this many queries per sample in all (default: --repeats only)")
     r.add_argument("--null-model", choices=("beta-binomial", "binomial"), default="beta-binomial",
                    help="the calibrated null: beta-binomial over the null models' spread (default), or binomial "
                         "at their largest match rate")

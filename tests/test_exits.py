@@ -198,6 +198,33 @@ def test_measure_records_the_order_queries_were_sent_in_and_the_reading_follows_
     assert -1.0 <= record["split_half_agreement"] <= 1.0
 
 
+class _Noisy:
+    """A suspect whose time is its sample's cost plus seeded Gaussian noise of `sd` seconds."""
+
+    def __init__(self, costs: np.ndarray, sd: float, seed: int = 0):
+        self.costs, self.sd, self.rng = costs, sd, np.random.default_rng(seed)
+
+    def query(self, x) -> tuple[int, float]:
+        return 0, self.costs[int(x[0])] + self.rng.normal(0, self.sd)
+
+
+def test_noisy_times_get_more_rounds_up_to_max_repeats():
+    stops = np.repeat(np.arange(4), 6)
+    costs = 1e-3 + 1e-4 * stops
+    samples = np.arange(stops.size, dtype=np.float32)[:, None]
+    fp = fingerprint_lib.Fingerprint(samples, stops, np.zeros(stops.size, np.int64), {"threshold": 0.5, "num_exits": 4})
+    fixed = verify.verify(fp, _Noisy(costs, 2e-4), repeats=4)
+    assert fixed.repeats == 4 and fixed.agreement < verify.NOISY_AGREEMENT
+    assert "the times were noisy" in fixed.summary()
+    adaptive = verify.verify(fp, _Noisy(costs, 2e-4), repeats=4, max_repeats=200)
+    assert 4 < adaptive.repeats <= 200 and adaptive.agreement >= verify.NOISY_AGREEMENT
+    assert adaptive.timing.score >= fixed.timing.score + 0.25  # 0.375 -> 0.917 with these seeds
+    quiet = verify.verify(fp, _Noisy(costs, 1e-6), repeats=4, max_repeats=200)
+    assert quiet.repeats == 4  # clean times: no round more than asked
+    with pytest.raises(JaxprovError, match="below --repeats"):
+        verify.verify(fp, _Noisy(costs, 1e-6), repeats=4, max_repeats=3)
+
+
 def test_stop_margin_is_the_distance_to_another_stop_over_every_copy():
     q = 0.9
     logit = lambda c: [math.log(c / (1 - c)), 0.0]  # noqa: E731 - two classes: max softmax c
@@ -453,6 +480,7 @@ def test_verification_over_http_against_jaxprov_serve(exits_zoo, tmp_path):
     with _served(owner_dir, child_dir, other_dir) as (owner_url, child_url, other_url):
         owner, child, other = (verify.verify(fp, client.HttpSuspect(url), repeats=40)
                                for url in (owner_url, child_url, other_url))
+    print(*(json.dumps(r.to_json()) for r in (owner, child, other)), sep="\n")  # shown when it fails
     assert owner.verdict == "owner's model" and owner.timing.p_value < 0.01
     assert child.verdict == "owner's model" and child.timing.p_value < 0.01
     assert other.verdict == "not shown"

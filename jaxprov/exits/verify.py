@@ -49,6 +49,7 @@ ALPHA = 0.01
 NULL_MODELS = ("beta-binomial", "binomial")
 RHO_FLOOR = 0.05  # the least overdispersion a calibrated null is given (docs/results.md: measured)
 DEFAULT_REPEATS = 60
+NOISY_AGREEMENT = 0.95  # below this split-half agreement the summary says the times were noisy (docs/results.md)
 
 
 class Suspect(Protocol):
@@ -229,7 +230,9 @@ class Verification:
             + (f"  (quantile {self.quantile:g} of each sample's detrended repeats, split-half agreement "
                f"{self.agreement:.2f})" if self.quantile else ""),
             f"verdict (timing): {self.verdict}",
-        ])
+        ] + ([f"note: the times were noisy (split-half agreement {self.agreement:.2f} < {NOISY_AGREEMENT}); "
+              "levels may be misread; more --repeats (or --max-repeats), or a quieter machine, tell"]
+             if self.agreement is not None and self.agreement < NOISY_AGREEMENT else []))
 
 
 def score(fingerprint: Fingerprint, times: np.ndarray, labels: np.ndarray,
@@ -242,7 +245,8 @@ def score(fingerprint: Fingerprint, times: np.ndarray, labels: np.ndarray,
 
 def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_REPEATS,
            calibration: dict | None = None, alpha: float = ALPHA, seed: int = 0,
-           progress: Callable[[int, int], None] | None = None, null_model: str = "beta-binomial") -> Verification:
+           progress: Callable[[int, int], None] | None = None, null_model: str = "beta-binomial",
+           max_repeats: int | None = None) -> Verification:
     """Query `suspect` with the fingerprint and test the owner's claim (see the module docstring).
 
     Args:
@@ -250,12 +254,26 @@ def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_RE
         fingerprint's own (meta["calibration"]); without one the test is marked uncalibrated.
       null_model: "beta-binomial" (the default) or "binomial" (p0 = the largest null rate), for a
         calibrated test; an uncalibrated one is binomial.
+      max_repeats: while the reading's split-half agreement is below `NOISY_AGREEMENT`, send another
+        `repeats` rounds (a fresh seed each), up to this many in all; None: `repeats` only.
     """
     if not 0 < alpha < 1:
         raise JaxprovError(f"alpha must be in (0, 1), got {alpha}")
     if null_model not in NULL_MODELS:
         raise JaxprovError(f"unknown null model {null_model!r}: use one of {', '.join(NULL_MODELS)}")
-    match, agreement, read = score(fingerprint, *measure(suspect, fingerprint.samples, repeats, seed, progress))
+    if max_repeats is not None and max_repeats < repeats:
+        raise JaxprovError(f"--max-repeats {max_repeats} is below --repeats {repeats}")
+    limit = max_repeats or repeats
+    times, labels, order = measure(suspect, fingerprint.samples, repeats, seed,
+                                   progress and (lambda done, _: progress(done, limit * fingerprint.n)))
+    match, agreement, read = score(fingerprint, times, labels, order)
+    while times.shape[1] < limit and (read.agreement is None or read.agreement < NOISY_AGREEMENT):
+        sent = times.size
+        more = min(repeats, limit - times.shape[1])
+        extra, _, extra_order = measure(suspect, fingerprint.samples, more, seed + times.shape[1],
+                                        progress and (lambda done, _: progress(sent + done, limit * fingerprint.n)))
+        times, order = np.concatenate([times, extra], 1), np.concatenate([order, extra_order + sent], 1)
+        match, agreement, read = score(fingerprint, times, labels, order)
     calibration = calibration if calibration is not None else fingerprint.meta.get("calibration")
     n = fingerprint.n
     fallback_timing = float(np.max(np.bincount(fingerprint.stops, minlength=fingerprint.num_exits))) / n
@@ -263,7 +281,7 @@ def verify(fingerprint: Fingerprint, suspect: Suspect, repeats: int = DEFAULT_RE
     tests = [null_test(match, n, calibration["match"] if calibration else None, alpha, null_model, fallback_timing),
              null_test(agreement, n, calibration["label_agreement"] if calibration else None, alpha, null_model,
                        fallback_labels)]
-    return Verification(tests[0], tests[1], n, repeats, tuple(int(v) for v in read.levels),
+    return Verification(tests[0], tests[1], n, int(times.shape[1]), tuple(int(v) for v in read.levels),
                         tuple(float(c) for c in read.centres_s), read.quantile, read.agreement)
 
 
