@@ -478,7 +478,9 @@ def test_verification_over_http_against_jaxprov_serve(exits_zoo, tmp_path):
     child_dir = store.save_model(exits_zoo["child"], tmp_path / "child")
     other_dir = store.save_model(exits_zoo["independent"][2], tmp_path / "independent")
     with _served(owner_dir, child_dir, other_dir) as (owner_url, child_url, other_url):
-        owner, child, other = (verify.verify(fp, client.HttpSuspect(url), repeats=40)
+        # Up to 120 rounds while the times are noisy (split-half agreement < 0.95): a busy machine's
+        # HTTP times need more (docs/results.md, Reading the times).
+        owner, child, other = (verify.verify(fp, client.HttpSuspect(url), repeats=40, max_repeats=120)
                                for url in (owner_url, child_url, other_url))
     print(*(json.dumps(r.to_json()) for r in (owner, child, other)), sep="\n")  # shown when it fails
     assert owner.verdict == "owner's model" and owner.timing.p_value < 0.01
