@@ -6,6 +6,8 @@ Inference Time", 2021; models after Shallow-Deep Networks, Kaya et al., ICML 201
   craft        fingerprint samples aimed at chosen stop exits (L-inf PGD on an exit-control loss)
   fingerprint  the fingerprint file (samples, expected stops, owner's answers and profile; hashed)
   make         the owner's side: craft, profile, calibrate on independent models (`make.make`)
+  timing       reading response times: detrended along the query order, the per-sample quantile chosen
+               by split halves, exact 1-D k-means into time levels (`timing.time_levels`)
   verify       the verifier's side: timing-only verification with a p-value, and the label baseline
                (`verify.verify`, `verify.calibrate`)
   server       `jaxprov serve`: an early-exit model over HTTP (http.server)
@@ -15,7 +17,7 @@ The functions named like their modules (`craft.craft`, `make.make`, `verify.veri
 through the module, so the package's attributes stay the modules.
 """
 
-from jaxprov.exits import client, craft, fingerprint, make, server, staged, verify  # noqa: F401
+from jaxprov.exits import client, craft, fingerprint, make, server, staged, timing, verify  # noqa: F401
 from jaxprov.exits.craft import CraftConfig  # noqa: F401
 from jaxprov.exits.fingerprint import Fingerprint, load  # noqa: F401
 from jaxprov.exits.staged import DEFAULT_THRESHOLD, Answer, EarlyExit, exit_rule  # noqa: F401
