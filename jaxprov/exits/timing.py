@@ -2,7 +2,7 @@
 
 Ours (Dong et al. 2021 publish no statistic). A suspect's times carry three kinds of noise besides
 the cost of the exit a sample took, each measured on this project's 2-core machine
-(docs/results.md, timing fingerprints):
+(docs/results.md, "Reading the times"):
 - drift: a machine's speed wanders over seconds (HTTP round medians from 3.4 to 5.1 ms within a
   minute), and consecutive queries share it (residual correlation 0.5-0.7 at lag 1, 0.3-0.4 at
   lag 10);
@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxprov.errors import JaxprovError
 
-WINDOW = 21  # queries in the running median that detrends (about half a 48-sample round)
+WINDOW = 21  # queries in the running quantile that detrends (about half a 48-sample round)
 QUANTILES = (0.5, 0.25, 0.1)  # candidate per-sample quantiles; on a tie the first (the median) is kept
 
 
