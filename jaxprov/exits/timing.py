@@ -4,7 +4,7 @@ Ours (Dong et al. 2021 publish no statistic). A suspect's times carry three kind
 the cost of the exit a sample took, each measured on this project's 2-core machine
 (docs/results.md, "Reading the times"):
 - drift: a machine's speed wanders over seconds (HTTP round medians from 3.4 to 5.1 ms within a
-  minute), and consecutive queries share it (residual correlation 0.5-0.7 at lag 1, 0.3-0.4 at
+  minute), and consecutive queries share it (residual correlation 0.5-0.7 at lag 1, 0.3-0.5 at
   lag 10);
 - slow draws: interference only ever adds time, and under contention more than half of a sample's
   draws can be slowed;
