@@ -25,11 +25,11 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import exits_bench  # noqa: E402  (its `_served` starts one `jaxprov serve` subprocess per suspect)
+import exits_bench  # noqa: E402  (`_served`: one `jaxprov serve` subprocess per suspect; `true_stops`)
 
 from jaxprov import api  # noqa: E402
 from jaxprov.atomic import atomic_write  # noqa: E402
-from jaxprov.exits import client, fingerprint, staged, timing, verify  # noqa: E402
+from jaxprov.exits import client, fingerprint, timing, verify  # noqa: E402
 from jaxprov.version import __version__  # noqa: E402
 
 SUSPECTS = ("owner", "finetuned", "pruned", "adversarial", *(f"independent{i}" for i in range(6, 12)))
@@ -67,8 +67,7 @@ def main() -> None:
         time.sleep(2.0 if busy else 0.0)
         for name in args.suspects.split(","):
             model = api.load(str(zoo / name))
-            early = staged.EarlyExit(model, fp.threshold)
-            truth = np.array([early(x).stop for x in fp.samples])
+            truth = exits_bench.true_stops(model, fp.threshold, fp.samples)
             for transport in args.transports.split(","):
                 load = os.getloadavg()[0]
                 if transport == "http":

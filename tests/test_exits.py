@@ -132,17 +132,22 @@ def test_time_levels_are_exact_kmeans_and_ignore_affine_changes():
     assert math.isclose(sse(bounds), best, rel_tol=1e-12)
 
 
-def _sent(truth: np.ndarray, repeats: int, seed: int, noise) -> tuple[np.ndarray, np.ndarray]:
-    """Times as `verify.measure` records them, of samples whose own costs are `truth` (seconds): rounds
-    in a fresh random order, and noise(place in time, rng) -> seconds added to each query."""
-    rng = np.random.default_rng(seed)
-    n = truth.size
-    times, order = np.empty((n, repeats)), np.empty((n, repeats), np.int64)
-    for r in range(repeats):
-        for place, i in enumerate(rng.permutation(n)):
-            order[i, r] = r * n + place
-            times[i, r] = truth[i] + noise(r * n + place, rng)
-    return times, order
+class _Synthetic:
+    """A suspect of known costs: sample i (its first input value) is answered with label i % 3 after
+    costs[i] + noise(place, rng) seconds, place counting the queries answered so far (rng seeded); it
+    remembers which sample each query was."""
+
+    def __init__(self, costs: np.ndarray, noise=lambda place, rng: 0.0, seed: int = 0):
+        self.costs, self.noise, self.rng, self.sent = costs, noise, np.random.default_rng(seed), []
+
+    def query(self, x) -> tuple[int, float]:
+        i = int(x[0])
+        self.sent.append(i)
+        return i % 3, self.costs[i] + self.noise(len(self.sent), self.rng)
+
+
+def _samples(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float32)[:, None]
 
 
 def test_time_levels_survive_drift_fast_draws_and_contention():
@@ -159,70 +164,50 @@ def test_time_levels_survive_drift_fast_draws_and_contention():
         + (rng.exponential(2e-3) if rng.uniform() < 0.6 else 0.0),
     }
     for name, noise in cases.items():
-        times, order = _sent(truth, 40, 1, noise)
+        times, _, order = verify.measure(_Synthetic(truth, noise, seed=1), _samples(truth.size), 40, seed=1)
         read = timing.time_levels(times, 4, order)
         assert np.mean(read.levels == stops) >= 0.95, name
         # what the verifier read before: the 10th percentile of the raw repeats
         old = timing.time_levels(np.quantile(times, 0.1, axis=1), 4)
         assert np.mean(old.levels == stops) < 0.8, name
-    times, order = _sent(truth, 40, 1, cases["contention"])
-    assert timing.time_levels(times, 4, order).quantile < 0.5  # the median reads the slowed draws
-
-
-class _Clock:
-    """A suspect whose time is its sample's cost plus a drift that grows with every query it answers
-    (up to 1.2e-4 s, more than a level step); it remembers which sample each query was."""
-
-    def __init__(self, costs: np.ndarray):
-        self.costs, self.sent = costs, []
-
-    def query(self, x) -> tuple[int, float]:
-        i = int(x[0])
-        self.sent.append(i)
-        return i % 3, self.costs[i] + 1e-6 * len(self.sent)
+        if name == "contention":
+            assert read.quantile < 0.5  # the median reads the slowed draws
 
 
 def test_measure_records_the_order_queries_were_sent_in_and_the_reading_follows_it():
+    # A drift growing with every query (up to 1.2e-4 s, more than a level step).
     stops = np.repeat(np.arange(4), 6)
-    clock = _Clock(1e-3 + 1e-4 * stops)
-    samples = np.arange(stops.size, dtype=np.float32)[:, None]
+    costs, drift = 1e-3 + 1e-4 * stops, lambda place, rng: 1e-6 * place  # noqa: E731
+    samples = _samples(stops.size)
+    clock = _Synthetic(costs, drift)
     times, labels, order = verify.measure(clock, samples, repeats=5, seed=3)
     sent = np.asarray(clock.sent[1:])  # the first query warms up and is not timed
     np.testing.assert_array_equal(sent[order.ravel()], np.repeat(np.arange(stops.size), 5))
     np.testing.assert_array_equal(labels, np.arange(stops.size) % 3)
     assert np.mean(timing.time_levels(times, 4, order).levels == stops) == 1.0
     fp = fingerprint_lib.Fingerprint(samples, stops, labels, {"threshold": 0.5, "num_exits": 4})
-    result = verify.verify(fp, _Clock(clock.costs), repeats=5, seed=3)
+    result = verify.verify(fp, _Synthetic(costs, drift), repeats=5, seed=3)
     record = result.to_json()
     assert record["timing"]["score"] == 1.0 and record["quantile"] in timing.QUANTILES
     assert -1.0 <= record["split_half_agreement"] <= 1.0
 
 
-class _Noisy:
-    """A suspect whose time is its sample's cost plus seeded Gaussian noise of `sd` seconds."""
-
-    def __init__(self, costs: np.ndarray, sd: float, seed: int = 0):
-        self.costs, self.sd, self.rng = costs, sd, np.random.default_rng(seed)
-
-    def query(self, x) -> tuple[int, float]:
-        return 0, self.costs[int(x[0])] + self.rng.normal(0, self.sd)
-
-
 def test_noisy_times_get_more_rounds_up_to_max_repeats():
     stops = np.repeat(np.arange(4), 6)
     costs = 1e-3 + 1e-4 * stops
-    samples = np.arange(stops.size, dtype=np.float32)[:, None]
-    fp = fingerprint_lib.Fingerprint(samples, stops, np.zeros(stops.size, np.int64), {"threshold": 0.5, "num_exits": 4})
-    fixed = verify.verify(fp, _Noisy(costs, 2e-4), repeats=4)
+    fp = fingerprint_lib.Fingerprint(_samples(stops.size), stops, np.arange(stops.size) % 3,
+                                     {"threshold": 0.5, "num_exits": 4})
+    noisy = lambda sd: _Synthetic(costs, lambda place, rng: rng.normal(0, sd))  # noqa: E731  (Gaussian noise)
+    fixed = verify.verify(fp, noisy(2e-4), repeats=4)
     assert fixed.repeats == 4 and fixed.agreement < verify.NOISY_AGREEMENT
     assert "the times were noisy" in fixed.summary()
-    adaptive = verify.verify(fp, _Noisy(costs, 2e-4), repeats=4, max_repeats=200)
+    adaptive = verify.verify(fp, noisy(2e-4), repeats=4, max_repeats=200)
     assert 4 < adaptive.repeats <= 200 and adaptive.agreement >= verify.NOISY_AGREEMENT
     assert adaptive.timing.score >= fixed.timing.score + 0.25  # 0.375 -> 0.917 with these seeds
-    quiet = verify.verify(fp, _Noisy(costs, 1e-6), repeats=4, max_repeats=200)
+    quiet = verify.verify(fp, noisy(1e-6), repeats=4, max_repeats=200)
     assert quiet.repeats == 4  # clean times: no round more than asked
     with pytest.raises(JaxprovError, match="below --repeats"):
-        verify.verify(fp, _Noisy(costs, 1e-6), repeats=4, max_repeats=3)
+        verify.verify(fp, noisy(1e-6), repeats=4, max_repeats=3)
 
 
 def test_stop_margin_is_the_distance_to_another_stop_over_every_copy():
