@@ -144,6 +144,29 @@ def test_batchnorm_synthesis_matches_the_running_statistics(source):
     assert np.all(x >= lo.min() - 1e-6) and np.all(x <= hi.max() + 1e-6)
 
 
+def test_synthesis_started_from_unauthorised_inputs_restyles_them(source, domains):
+    xu = domains["train_u"][0][:96]
+    config = protect.SynthConfig(n=64, batch=32, steps=30, start="unauthorised")
+    x, record = synth.pseudo_source(source, jax.random.PRNGKey(4), config, "bn", unauthorised=xu)
+    assert record["start"] == "unauthorised" and x.shape == (64, 28, 28, 3)
+    pick = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(4), 2 ** 31 - 1), 96))[:64])
+    start = xu[pick]
+
+    def gap(inputs):
+        _, moments = synth.bn_moments(source.module, source.params, inputs)
+        return sum(float(np.linalg.norm(m - rm) + np.linalg.norm(v - rv)) for m, v, rm, rv in moments)
+
+    assert gap(x) < 0.5 * gap(start)  # restyled toward what the source's BatchNorm layers saw
+    # each keeps the class the source gave its start (the content stays a digit the source reads)
+    assert np.mean(np.argmax(np.asarray(source(x)), -1) == np.argmax(np.asarray(source(start)), -1)) > 0.9
+    few, _ = synth.pseudo_source(source, jax.random.PRNGKey(4), config, "bn", unauthorised=xu[:40])
+    assert few.shape[0] == 40  # fewer unauthorised inputs than n: each is started from once
+    with pytest.raises(JaxprovError, match="needs unauthorised data.*data-free"):
+        protect.protect(source, "data-free", jax.random.PRNGKey(0), protect.MapConfig(steps=2), synth_config=config)
+    with pytest.raises(JaxprovError, match="unknown synthesis start 'photos'"):
+        protect.SynthConfig(start="photos")
+
+
 def test_flipped_synthesis_sees_mirrored_batches_and_stays_in_the_box(source):
     config = protect.SynthConfig(n=32, batch=32, steps=30, flip=True)
     x, record = synth.pseudo_source(source, jax.random.PRNGKey(4), config, "bn")

@@ -74,7 +74,8 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
     record = {"setting": setting, "config": config.to_json(), "key": key_repr(key)}
     if setting != "source-available":
         synth.resolve_method(source, synthesis)  # a model without BatchNorm fails here, before any work
-        authorised, record["synthesis"] = synth.pseudo_source(source, synth_key, synth_config, synthesis, progress)
+        authorised, record["synthesis"] = synth.pseudo_source(source, synth_key, synth_config, synthesis, progress,
+                                                                unauthorised)
     if setting == "data-free":
         unauthorised = synth.neighbours(source, authorised, int(jax.random.randint(synth_key, (), 0, 2 ** 30)))
         record["neighbours"] = list(synth.NEIGHBOUR_SHIFTS)

@@ -13,6 +13,14 @@ Pseudo-source (standing in for the authorised data nobody gave us):
                then only the inputs the model assigns to their target class with probability
                >= MIN_CONFIDENCE are kept.
 Every input stays in the model's valid input box.
+Where each batch starts (SynthConfig.start):
+  "noise"         the input spec's random example (DeepInversion's start): the data-free setting's
+                  only choice;
+  "unauthorised"  real unauthorised inputs (the source-free setting has them), each optimised toward
+                  the class the source gives it: the statistics term restyles their content into what
+                  the source's BatchNorm layers saw in training. The pseudo-source then carries real
+                  digit shapes in the authorised domain's style, where noise starts carry the
+                  statistics but few real shapes (measured in docs/results.md, "MAP source-free start").
 Neighbour domains (data-free: no unauthorised data either): synthetic shifts of the pseudo-source
 (`jaxprov.domain_shifts`): inverted, recoloured and over procedural noise backgrounds, each applied
 to every pseudo-source image.
@@ -39,6 +47,7 @@ from jaxprov.protect import losses
 METHODS = ("bn", "inversion")
 NEIGHBOUR_SHIFTS = ("invert", "colour", "noise")
 MIN_CONFIDENCE = 0.5
+STARTS = ("noise", "unauthorised")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +57,8 @@ class SynthConfig:
     jitter: each step's loss is taken on the batch rolled by a random shift of up to `jitter` pixels
     in each direction (DeepInversion's jitter; 0 = off), so the inputs cannot lean on exact pixel
     positions; flip: each step's loss is also taken, with probability 1/2, on the batch mirrored left to
-    right (DeepInversion's flip; off by default: a mirrored digit is not always a digit)."""
+    right (DeepInversion's flip; off by default: a mirrored digit is not always a digit); start: where each
+batch starts, "noise" or "unauthorised" (the module docstring)."""
 
     n: int = 1024
     batch: int = 128
@@ -60,6 +70,11 @@ class SynthConfig:
     l2: float = 1e-4
     jitter: int = 0
     flip: bool = False
+    start: str = "noise"
+
+    def __post_init__(self):
+        if self.start not in STARTS:
+            raise JaxprovError(f"unknown synthesis start {self.start!r}; use one of {', '.join(STARTS)}")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,8 +98,11 @@ def resolve_method(model: Model, method: str) -> str:
 
 
 def pseudo_source(model: Model, key: jax.Array, config: SynthConfig = SynthConfig(), method: str = "auto",
-                  progress=None) -> tuple[np.ndarray, dict]:
-    """Synthesised pseudo-source inputs [<= n, ...] in the model's input space, and a record of how."""
+                  progress=None, unauthorised=None) -> tuple[np.ndarray, dict]:
+    """Synthesised pseudo-source inputs [<= n, ...] in the model's input space, and a record of how.
+
+    unauthorised: the real unauthorised inputs a "unauthorised" start draws from (n of them, drawn with
+    `key`, or all when there are fewer; each keeps the class the source gives it)."""
     method = resolve_method(model, method)
     if model.output_kind != "logits" or model.input_spec.modality != "image":
         raise JaxprovError(f"{model.name}: MAP's synthesis needs an image classifier, not a "
@@ -92,12 +110,24 @@ def pseudo_source(model: Model, key: jax.Array, config: SynthConfig = SynthConfi
     classes = int(jax.eval_shape(model.apply, model.params, model.input_spec.example(1)).shape[-1])
     lo, hi = valid_box(model.input_spec, 4)
     run = _batch_fn(model.module, config, method == "bn")
-    out, conf, total = [], [], -(-config.n // config.batch)
+    n, starts = config.n, None
+    if config.start == "unauthorised":
+        if unauthorised is None or len(unauthorised) == 0:
+            raise JaxprovError("a pseudo-source started from unauthorised inputs needs unauthorised data "
+                               "(the data-free setting has none: use start noise)")
+        pick = np.asarray(jax.random.permutation(jax.random.fold_in(key, 2 ** 31 - 1), len(unauthorised)))[:n]
+        starts = jnp.asarray(np.asarray(unauthorised, np.float32)[np.sort(pick)])
+        n = int(starts.shape[0])
+    out, conf, total = [], [], -(-n // config.batch)
     for b in range(total):
         kb = jax.random.fold_in(key, b)
-        size = min(config.batch, config.n - b * config.batch)
-        x0 = model.input_spec.example(size, kb)
-        targets = (jnp.arange(size) + b * config.batch) % classes
+        size = min(config.batch, n - b * config.batch)
+        if starts is None:
+            x0 = model.input_spec.example(size, kb)
+            targets = (jnp.arange(size) + b * config.batch) % classes
+        else:
+            x0 = starts[b * config.batch: b * config.batch + size]
+            targets = jnp.argmax(model.apply(model.params, x0), axis=-1)
         x, p = run(model.params, x0, targets.astype(jnp.int32), lo, hi, jax.random.fold_in(kb, 1))
         out.append(np.asarray(x))
         conf.append(np.asarray(p))
