@@ -195,6 +195,20 @@ def test_the_bn_keep_term_holds_the_masked_models_batchnorm_statistics(source, d
                       protect.MapConfig(steps=2, bn_keep=1.0), jax.random.PRNGKey(0))
 
 
+def test_the_push_stops_on_batches_already_close_to_the_fixed_answer(source, domains):
+    xa, xu = domains["train_a"][0][:256], domains["train_u"][0][:256]
+    hard = dict(steps=75, batch=64, alpha=3.0)
+    always = protect.learn(source, xa, xu, protect.MapConfig(**hard), jax.random.PRNGKey(3))
+    gated = protect.learn(source, xa, xu, protect.MapConfig(**hard, push_until=0.5), jax.random.PRNGKey(3))
+    assert all(h["push"] == 1.0 for h in always.history)
+    # pushed exactly on the batches still above the threshold, and some were below it
+    assert all(h["push"] == float(h["unauthorised"] > 0.5) for h in gated.history)
+    assert min(h["unauthorised"] for h in gated.history) <= 0.5
+    assert gated.density > always.density  # removal stopped on those batches, so fewer weights were taken
+    with pytest.raises(JaxprovError, match="push_until must be >= 0"):
+        protect.MapConfig(push_until=-1.0)
+
+
 def test_batchnorm_synthesis_on_a_model_without_batchnorm_is_one_line():
     plain = models.init("lenet", jax.random.PRNGKey(0), name="plain")
     with pytest.raises(JaxprovError, match="has no BatchNorm layers.*--synthesis inversion"):

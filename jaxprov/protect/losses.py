@@ -28,7 +28,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-PEAK = 0.5  # the extra mass of class 0 in the unauthorised target: one fixed answer, whatever the input
+PEAK = 0.5  # the extra mass of FIXED_CLASS in the unauthorised target: one fixed answer, whatever the input
+FIXED_CLASS = 0
 
 
 def authorised(logits, source_probs, temperature: float = 1.0):
@@ -42,7 +43,7 @@ def authorised(logits, source_probs, temperature: float = 1.0):
 def unauthorised(logits):
     """KL(q || softmax(logits)) with q = (1 - PEAK) / K + PEAK * onehot(0), mean over the batch."""
     k = logits.shape[-1]
-    q = jnp.full((k,), (1.0 - PEAK) / k, jnp.float32).at[0].add(PEAK)
+    q = jnp.full((k,), (1.0 - PEAK) / k, jnp.float32).at[FIXED_CLASS].add(PEAK)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     q = q[None, :]
     return jnp.mean(jnp.sum(q * (jnp.log(q) - log_p), axis=-1))
