@@ -18,9 +18,9 @@ Where each batch starts (SynthConfig.start):
                   only choice;
   "unauthorised"  real unauthorised inputs (the source-free setting has them), each optimised toward
                   the class the source gives it: the statistics term restyles their content into what
-                  the source's BatchNorm layers saw in training. The pseudo-source then carries real
-                  digit shapes in the authorised domain's style, where noise starts carry the
-                  statistics but few real shapes (measured in docs/results.md, "MAP source-free start").
+                  the source's BatchNorm layers saw in training, so the pseudo-source carries real
+                  shapes in the authorised domain's statistics. Measured worse than noise on MNIST-M
+                  -> MNIST (docs/results.md, "MAP, third round"), so not the default.
 Neighbour domains (data-free: no unauthorised data either): synthetic shifts of the pseudo-source
 (`jaxprov.domain_shifts`): inverted, recoloured and over procedural noise backgrounds, each applied
 to every pseudo-source image.
@@ -48,6 +48,7 @@ METHODS = ("bn", "inversion")
 NEIGHBOUR_SHIFTS = ("invert", "colour", "noise")
 MIN_CONFIDENCE = 0.5
 STARTS = ("noise", "unauthorised")
+START_FOLD = 2 ** 31 - 1  # fold_in(key, START_FOLD) draws which unauthorised inputs a batch starts from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ class SynthConfig:
     in each direction (DeepInversion's jitter; 0 = off), so the inputs cannot lean on exact pixel
     positions; flip: each step's loss is also taken, with probability 1/2, on the batch mirrored left to
     right (DeepInversion's flip; off by default: a mirrored digit is not always a digit); start: where each
-batch starts, "noise" or "unauthorised" (the module docstring)."""
+    batch starts, "noise" or "unauthorised" (the module docstring)."""
 
     n: int = 1024
     batch: int = 128
@@ -115,7 +116,7 @@ def pseudo_source(model: Model, key: jax.Array, config: SynthConfig = SynthConfi
         if unauthorised is None or len(unauthorised) == 0:
             raise JaxprovError("a pseudo-source started from unauthorised inputs needs unauthorised data "
                                "(the data-free setting has none: use start noise)")
-        pick = np.asarray(jax.random.permutation(jax.random.fold_in(key, 2 ** 31 - 1), len(unauthorised)))[:n]
+        pick = np.asarray(jax.random.permutation(jax.random.fold_in(key, START_FOLD), len(unauthorised)))[:n]
         starts = jnp.asarray(np.asarray(unauthorised, np.float32)[np.sort(pick)])
         n = int(starts.shape[0])
     out, conf, total = [], [], -(-n // config.batch)

@@ -80,6 +80,7 @@ class MapConfig:
       with 600 steps are the defaults because, on each of the three digit pairs with skill to remove,
       they beat alpha 0.3 / beta 0 / 300 steps on authorised and unauthorised accuracy both
       (docs/results.md, "MAP tuning").
+      lam < 0 rewards the weights kept: an L0 pressure against pruning (the share kept, weighted).
     temperature: T of the authorised distillation.
     granularity: "weight" or "channel" (masks.MaskSpec).
     layers: the top-level layers whose kernels are masked (() = all; masks.MaskSpec).
@@ -88,7 +89,6 @@ class MapConfig:
     bn_keep: weight of the BatchNorm-statistics keep term (0 = off; needs BatchNorm layers).
     push_until: the removal terms stop on a batch whose unauthorised loss is at most this (0 = never
       stop; the module docstring).
-      lam < 0 rewards the weights kept: an L0 pressure against pruning (the share kept, weighted).
     """
 
     steps: int = 600
@@ -230,7 +230,8 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
                  "unauthorised": losses.unauthorised(out_u),
                  "density": losses.sparsity(ste, per_score),
                  "dead": jnp.mean(jnp.argmax(out_u, axis=-1) == losses.FIXED_CLASS)}
-        parts["push"] = jax.lax.stop_gradient(parts["unauthorised"] > config.push_until).astype(jnp.float32)
+        parts["push"] = (jax.lax.stop_gradient(parts["unauthorised"] > config.push_until).astype(jnp.float32)
+                         if config.push_until else jnp.float32(1.0))  # 0: the push never stops
         total = parts["authorised"] + parts["push"] * config.alpha * parts["unauthorised"] + config.lam * parts["density"]
         if config.beta:
             parts["separation"] = losses.separation(feats_u["pre_logits"], source_mean)
