@@ -422,7 +422,9 @@ def _at(tree, path):
 
 def test_verification_in_process_accepts_owner_and_child_and_rejects_held_out_independent(exits_zoo):
     fp = exits_zoo["fingerprint"]
-    results = {name: verify.verify(fp, verify.InProcessSuspect(m, fp.threshold), repeats=15)
+    # 15 rounds, up to 60 while the reading's split-half agreement says the times were noisy (a busy CI
+    # machine: 15 rounds alone once read the slowed owner at 0.67 of the stops, the bar being 0.60).
+    results = {name: verify.verify(fp, verify.InProcessSuspect(m, fp.threshold), repeats=15, max_repeats=60)
                for name, m in (("owner", exits_zoo["owner"]), ("child", exits_zoo["child"]),
                                ("independent", exits_zoo["independent"][2]))}
     assert results["owner"].verdict == results["child"].verdict == "owner's model"
@@ -430,7 +432,7 @@ def test_verification_in_process_accepts_owner_and_child_and_rejects_held_out_in
     assert results["independent"].verdict == "not shown"
     assert results["owner"].timing.score > results["independent"].timing.score + 0.3
     slowed = verify.verify(fp, verify.SlowedSuspect(verify.InProcessSuspect(exits_zoo["owner"], fp.threshold),
-                                                    2.0, 2e-5, seed=1), repeats=15)
+                                                    2.0, 2e-5, seed=1), repeats=15, max_repeats=60)
     assert slowed.verdict == "owner's model"
 
 
