@@ -173,23 +173,27 @@ def test_flipped_synthesis_sees_mirrored_batches_and_stays_in_the_box(source):
     assert np.all(x >= lo.min() - 1e-6) and np.all(x <= hi.max() + 1e-6)
 
 
-def test_the_bn_keep_term_holds_the_masked_models_batchnorm_statistics(source, domains):
+def test_the_keep_terms_hold_the_batchnorm_statistics_and_the_features_they_keep(source, domains):
     xa, xu = domains["train_a"][0][:256], domains["train_u"][0][:256]
 
-    def gap(config):
+    def gaps(config):
         run = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3))
         masked = masks.apply(source.params, run.masks)
-        _, moments = synth.bn_moments(source.module, masked, xa)
-        return float(losses.bn_statistics(moments)), run
+        (_, feats), moments = synth.bn_moments(source.module, masked, xa)
+        return float(losses.bn_statistics(moments)), float(losses.features(feats, source.module.apply(source.params, xa)[1])), run
 
     hard = dict(steps=40, batch=64, alpha=3.0)
-    free, _ = gap(protect.MapConfig(**hard))
-    kept, run = gap(protect.MapConfig(**hard, bn_keep=1.0))
-    assert "bn_keep" in run.history[-1] and kept < free
+    free_bn, free_features, _ = gaps(protect.MapConfig(**hard))
+    kept_bn, _, run = gaps(protect.MapConfig(**hard, bn_keep=1.0))
+    assert "bn_keep" in run.history[-1] and kept_bn < free_bn
+    _, kept_features, run = gaps(protect.MapConfig(**hard, feature_keep=10.0))
+    assert "feature_keep" in run.history[-1] and kept_features < 0.8 * free_features
     plain = models.init("lenet", jax.random.PRNGKey(0), name="plain")
     with pytest.raises(JaxprovError, match="no BatchNorm layers.*bn_keep"):
         protect.learn(plain, np.zeros((4, 28, 28, 1), np.float32), np.zeros((4, 28, 28, 1), np.float32),
                       protect.MapConfig(steps=2, bn_keep=1.0), jax.random.PRNGKey(0))
+    with pytest.raises(JaxprovError, match="feature_keep must be >= 0"):
+        protect.MapConfig(feature_keep=-1.0)
 
 
 def test_the_push_stops_on_batches_already_close_to_the_fixed_answer(source, domains):

@@ -19,6 +19,11 @@
                 from the running ones the source stored (norms, summed over layers): the synthesis's
                 statistics term (`synth`), and the mask's `bn_keep` term on authorised (or pseudo-source)
                 inputs, which keeps the masked model's internal statistics where the source's were;
+  features      on authorised (or pseudo-source) inputs, the squared distance of each of the masked
+                model's named features from the source's, relative to the source feature's mean
+                square, averaged over the features: a keep loss that sees every change of the
+                representation, where distillation sees only the changes that move the outputs
+                (a confident input, as a synthesised one is, keeps its output while its features move);
   sparsity      the share of maskable weights the straight-through mask keeps, weighted by the number
                 of weights each score switches: a penalty that controls how much is pruned.
 """
@@ -69,3 +74,13 @@ def bn_statistics(moments):
     """Sum over BatchNorm layers of |batch mean - running mean| + |batch var - running var| (L2 norms),
     `moments` as `synth.bn_moments` gives them."""
     return sum(jnp.linalg.norm(m - rm) + jnp.linalg.norm(v - rv) for m, v, rm, rv in moments)
+
+
+def features(masked_features: dict, source_features: dict):
+    """Mean over the named features of |f_masked - f_source|^2 / |f_source|^2 (batch means; the source's
+    features are constants)."""
+    terms = []
+    for name, f in sorted(source_features.items()):
+        f = jax.lax.stop_gradient(f)
+        terms.append(jnp.mean(jnp.square(masked_features[name] - f)) / (jnp.mean(jnp.square(f)) + 1e-8))
+    return sum(terms) / len(terms)

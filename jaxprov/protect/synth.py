@@ -156,9 +156,9 @@ def neighbours(model: Model, pseudo: np.ndarray, seed: int) -> np.ndarray:
 
 
 def bn_moments(module, params, x):
-    """(output, [(batch mean, batch var, running mean, running var) per BatchNorm call]): the model's
-    output on x and, at every BatchNorm, the statistics of the batch reaching it beside the stored ones
-    (read by the synthesis here and by the mask's `bn_keep` term, `protect.train`)."""
+    """((output, features), [(batch mean, batch var, running mean, running var) per BatchNorm call]):
+    what the model's apply gives on x and, at every BatchNorm, the statistics of the batch reaching it
+    beside the stored ones (read by the synthesis here and by the mask's `bn_keep` term, `protect.train`)."""
     captured = []
 
     def interceptor(next_fun, args, kwargs, context):
@@ -170,8 +170,8 @@ def bn_moments(module, params, x):
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
-        out, _ = module.apply(params, x)
-    return out, captured
+        applied = module.apply(params, x)
+    return applied, captured
 
 
 @functools.lru_cache(maxsize=8)
@@ -179,7 +179,7 @@ def _batch_fn(module, config: SynthConfig, use_bn: bool):
     optimizer = optax.adam(config.lr)
 
     def loss_fn(x, params, targets):
-        out, moments = bn_moments(module, params, x) if use_bn else (module.apply(params, x)[0], [])
+        (out, _), moments = bn_moments(module, params, x) if use_bn else (module.apply(params, x), [])
         ce = optax.softmax_cross_entropy_with_integer_labels(out, targets).mean()
         tv = jnp.mean(jnp.abs(x[:, 1:] - x[:, :-1])) + jnp.mean(jnp.abs(x[:, :, 1:] - x[:, :, :-1]))
         loss = config.ce * ce + config.tv * tv + config.l2 * jnp.mean(x * x)

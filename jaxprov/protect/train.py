@@ -10,6 +10,7 @@ resumed from a checkpoint takes exactly the steps an uninterrupted one takes. Th
     + lam * sparsity(m)                                   (losses.sparsity)
     + gamma * unauthorised(z_attacked(x_u))               (fine-tune resistance; gamma = 0 turns it off)
     + bn_keep * bn_statistics(masked model on x_a)        (losses.bn_statistics; bn_keep = 0 turns it off)
+    + feature_keep * features(f_masked(x_a), f_source(x_a)) (losses.features; feature_keep = 0 turns it off)
 
 The removal terms (alpha's and beta's) act on a batch only while its unauthorised loss is above
 `push_until`: once the batch's outputs are that close to the fixed target q the keep terms alone
@@ -87,6 +88,8 @@ class MapConfig:
     gamma, inner_steps, inner_lr: weight of the fine-tune-resistance term, and the simulated
       attacker's sign-gradient steps and step size (see the module docstring).
     bn_keep: weight of the BatchNorm-statistics keep term (0 = off; needs BatchNorm layers).
+    feature_keep: weight of the feature keep term (0 = off): every named feature the model's apply
+      returns, on the authorised (or pseudo-source) batch, held near the source's (losses.features).
     push_until: the removal terms stop on a batch whose unauthorised loss is at most this (0 = never
       stop; the module docstring).
     """
@@ -108,6 +111,7 @@ class MapConfig:
     inner_lr: float = 0.01
     bn_keep: float = 0.0
     push_until: float = 0.0
+    feature_keep: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))  # a JSON list reads back as the same config
@@ -117,8 +121,9 @@ class MapConfig:
         for name in ("steps", "batch", "checkpoint_every", "inner_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise JaxprovError(f"MAP setting {name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.push_until >= 0.0:
-            raise JaxprovError(f"MAP setting push_until must be >= 0, got {self.push_until!r}")
+        for name in ("push_until", "feature_keep"):
+            if not getattr(self, name) >= 0.0:
+                raise JaxprovError(f"MAP setting {name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "init_score", "temperature"):
             if not getattr(self, name) > 0:
                 raise JaxprovError(f"MAP setting {name} must be > 0, got {getattr(self, name)!r}")
@@ -222,9 +227,9 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
         ste = masks_lib.straight_through(scores)
         masked = masks_lib.apply(params, ste)
         if config.bn_keep:
-            out_a, moments = synth.bn_moments(module, masked, xa)
+            (out_a, feats_a), moments = synth.bn_moments(module, masked, xa)
         else:
-            out_a, _ = module.apply(masked, xa)
+            out_a, feats_a = module.apply(masked, xa)
         out_u, feats_u = module.apply(masked, xu)
         parts = {"authorised": losses.authorised(out_a, pa, config.temperature),
                  "unauthorised": losses.unauthorised(out_u),
@@ -239,6 +244,9 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
         if config.bn_keep:
             parts["bn_keep"] = losses.bn_statistics(moments)
             total = total + config.bn_keep * parts["bn_keep"]
+        if config.feature_keep:
+            parts["feature_keep"] = losses.features(feats_a, module.apply(params, xa)[1])
+            total = total + config.feature_keep * parts["feature_keep"]
         if config.gamma:
             out_t, _ = module.apply(attacked(masked, xu, yu), xu)
             parts["after_attack"] = losses.unauthorised(out_t)
