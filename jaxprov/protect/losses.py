@@ -33,6 +33,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxprov.errors import JaxprovError
+
 PEAK = 0.5  # the extra mass of FIXED_CLASS in the unauthorised target: one fixed answer, whatever the input
 FIXED_CLASS = 0
 
@@ -76,11 +78,14 @@ def bn_statistics(moments):
     return sum(jnp.linalg.norm(m - rm) + jnp.linalg.norm(v - rv) for m, v, rm, rv in moments)
 
 
-def features(masked_features: dict, source_features: dict):
-    """Mean over the named features of |f_masked - f_source|^2 / |f_source|^2 (batch means; the source's
-    features are constants)."""
-    terms = []
-    for name, f in sorted(source_features.items()):
-        f = jax.lax.stop_gradient(f)
-        terms.append(jnp.mean(jnp.square(masked_features[name] - f)) / (jnp.mean(jnp.square(f)) + 1e-8))
-    return sum(terms) / len(terms)
+def features(masked_features, source_features):
+    """Mean over the features (the floating-point leaves of two trees of one structure, as one module's
+    apply returns them) of |f_masked - f_source|^2 / |f_source|^2 (batch means; the source's features
+    are constants)."""
+    pairs = [(m, jax.lax.stop_gradient(f)) for m, f in zip(jax.tree_util.tree_leaves(masked_features),
+                                                              jax.tree_util.tree_leaves(source_features))
+             if jnp.issubdtype(jnp.asarray(f).dtype, jnp.floating)]
+    if not pairs:
+        raise JaxprovError("the model's apply returns no floating-point features for MAP's feature_keep term; "
+                           "set feature_keep 0")
+    return sum(jnp.mean(jnp.square(m - f)) / (jnp.mean(jnp.square(f)) + 1e-8) for m, f in pairs) / len(pairs)
