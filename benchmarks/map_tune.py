@@ -80,6 +80,8 @@ def main() -> int:
             row = {**common, "variant": {**kw, "steps": steps}, "density": r.run.density,
                    "seconds": round(time.time() - t0), **{k: e[k] for k in (
                        "authorised_before", "authorised_after", "unauthorised_before", "unauthorised_after", "st_d")}}
+            if r.run.selected is not None:
+                row["selected"] = r.run.selected
             if args.attack:
                 (row["ft1"],) = attacks.finetune_unauthorised(r.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
                                                               steps=100)

@@ -321,7 +321,8 @@ def _cmd_protect_map(args) -> int:
 
     target = store.check_target(args.out, overwrite=args.force)  # before any work: a bad --out fails now
     config = protect.MapConfig(granularity=args.granularity, **{
-        k: getattr(args, k) for k in ("steps", "batch", "lr", "alpha", "beta", "lam", "gamma", "feature_keep")
+        k: getattr(args, k) for k in ("steps", "batch", "lr", "alpha", "beta", "lam", "gamma", "feature_keep",
+                                  "select_n")
         if getattr(args, k) is not None},
         **({"layers": tuple(n for n in args.layers.split(",") if n)} if args.layers else {}))
     source = api.load(args.model, args.arch, progress=True)
@@ -584,6 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--feature-keep", type=float, help="weight of the feature keep term (the masked model's features "
                                                        "held near the source's on the authorised or pseudo-source "
                                                        "batch; helps source-free; default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--select-n", type=int, help="authorised and unauthorised inputs held out to choose the mask "
+                                                 "by: the recorded step that keeps the most held-out agreement with "
+                                                 "the source while the unauthorised agreement is within chance + 10 "
+                                                 "points (default 0: the last step's mask)")
     q.add_argument("--layers", help="comma-separated top-level layers whose kernels are masked (default: all)")
     q.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     q.add_argument("--force", action="store_true", help="replace a stored model already in --out")

@@ -82,6 +82,7 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
     run = learn(source, authorised, unauthorised, config, mask_key, checkpoint, progress)
     record.update({"density": run.density, "granularity": config.granularity,
                    "n_authorised": int(len(authorised)), "n_unauthorised": int(len(unauthorised)),
+                   **({"selected": run.selected} if run.selected is not None else {}),
                    **({"data": dict(sources)} if sources else {})})
     return Protection(protected_model(source, run.masks, record), run, record)
 

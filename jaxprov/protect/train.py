@@ -35,6 +35,19 @@ the network rather than on its outputs only, which does not trust the pseudo-sou
 the source-free setting the distillation targets are the source's outputs on synthetic inputs; the
 stored statistics are the source's own record of its real training data). It needs BatchNorm layers.
 
+Choosing the mask (select_n > 0): the last step's mask is one point of whatever the run does at
+its end, and the removal comes in swings (a push that gates itself on the batch loss, a collapse in
+a long run; docs/results.md, "MAP, fourth round"). With select_n, that many authorised (or
+pseudo-source) and unauthorised inputs are held out of the batches, and at every recorded step
+(every 25 and the last) the hard mask is scored on them: `held_authorised`, the share of held-out
+authorised inputs the masked model answers as the source does, and `held_unauthorised`, the same on
+the unauthorised ones (no labels: the source's answers stand in for them). Among the recorded steps
+from select_from * steps on, the mask returned is the one that keeps the most authorised agreement
+while its unauthorised agreement is at most chance + select_margin (the issue's bound, read on the
+source's answers); when none gets there, the one with the best ST-D of the two agreements
+(metric.st_d, both "before" values 1). The scores returned are the last step's (a longer run
+continues from them); the checkpoint keeps the chosen scores beside them.
+
 with every model output in eval mode (BatchNorm on the source's running statistics: the frozen
 model is one fixed function of its weights). Only the scores are optimised; `model.params` is never
 written. Checkpoints (`jaxprov.checkpoint`: the scores, the optimiser's state, the step and the loss
@@ -61,8 +74,10 @@ from jaxprov.checkpoint import load_tree, save_tree
 from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.protect import losses, masks as masks_lib, synth
+from jaxprov.protect.metric import st_d
 from jaxprov.training.loop import predict
 
+HELD_OUT_STREAM = 2 ** 31 - 1  # fold_in(key, this) draws the held-out inputs; steps use fold_in(key, step)
 OPTIMIZERS = {"sgd": lambda lr: optax.sgd(lr, momentum=0.9), "adam": optax.adam}
 
 
@@ -92,6 +107,9 @@ class MapConfig:
       returns, on the authorised (or pseudo-source) batch, held near the source's (losses.features).
     push_until: the removal terms stop on a batch whose unauthorised loss is at most this (0 = never
       stop; the module docstring).
+    select_n, select_from, select_margin: inputs per domain held out to choose the mask by (0 = the
+      last step's mask), the share of the run after which recorded steps are candidates, and the
+      unauthorised agreement above chance a candidate may keep (the module docstring).
     """
 
     steps: int = 600
@@ -112,6 +130,9 @@ class MapConfig:
     bn_keep: float = 0.0
     push_until: float = 0.0
     feature_keep: float = 0.0
+    select_n: int = 0
+    select_from: float = 0.5
+    select_margin: float = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))  # a JSON list reads back as the same config
@@ -121,7 +142,11 @@ class MapConfig:
         for name in ("steps", "batch", "checkpoint_every", "inner_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise JaxprovError(f"MAP setting {name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("push_until", "feature_keep"):
+        if not isinstance(self.select_n, int) or self.select_n < 0:
+            raise JaxprovError(f"MAP setting select_n must be a non-negative integer, got {self.select_n!r}")
+        if not 0.0 < self.select_from <= 1.0:
+            raise JaxprovError(f"MAP setting select_from must be in (0, 1], got {self.select_from!r}")
+        for name in ("alpha", "beta", "gamma", "bn_keep", "push_until", "feature_keep", "select_margin"):
             if not getattr(self, name) >= 0.0:
                 raise JaxprovError(f"MAP setting {name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "init_score", "temperature"):
@@ -141,6 +166,8 @@ class MaskRun:
     history: list
     density: float
     resumed_from: int
+    selected: dict | None = None  # select_n > 0: the chosen step and its held-out agreements
+    held_out: dict | None = None  # select_n > 0: {"authorised", "unauthorised": indices held out}
 
 
 def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: jax.Array,
@@ -161,11 +188,24 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     xu = jnp.asarray(unauthorised_x, jnp.float32)
     if xa.shape[0] == 0 or xu.shape[0] == 0:
         raise JaxprovError("MAP needs at least one authorised and one unauthorised input")
+    for role, x in (("authorised", xa), ("unauthorised", xu)):
+        if config.select_n and x.shape[0] <= config.select_n:
+            raise JaxprovError(f"MAP's select_n ({config.select_n}) holds out at least every {role} input "
+                               f"({x.shape[0]}); lower select_n or give more {role} data")
     if config.bn_keep and not synth.has_batchnorm(model):
         raise JaxprovError(f"{model.name} ({model.arch}) has no BatchNorm layers, which MAP's bn_keep term "
                            "matches; set bn_keep 0")
     spec = masks_lib.MaskSpec(config.granularity, config.layers)
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
+    held = None
+    if config.select_n:
+        ka, ku = jax.random.split(jax.random.fold_in(key, HELD_OUT_STREAM))
+        order_a, order_u = (np.asarray(jax.random.permutation(k, x.shape[0])) for k, x in ((ka, xa), (ku, xu)))
+        held = {"authorised": np.sort(order_a[:config.select_n]), "unauthorised": np.sort(order_u[:config.select_n])}
+        held_x = (xa[held["authorised"]], xu[held["unauthorised"]])
+        held_y = tuple(jnp.argmax(predict(model, x), axis=-1) for x in held_x)
+        xa, xu = xa[np.sort(order_a[config.select_n:])], xu[np.sort(order_u[config.select_n:])]
+        chance = 1.0 / int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
     source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
     source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
     source_labels_u = (jnp.argmax(predict(model, xu), axis=-1).astype(jnp.int32) if config.gamma  # the simulated
@@ -175,12 +215,15 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     optimizer = OPTIMIZERS[config.optimizer](config.lr)
     opt_state = optimizer.init(scores)
     digest = _run_digest(model, config, xa, xu, key)
-    start, history = 0, []
+    start, history, best, best_scores = 0, [], None, scores
     if checkpoint is not None:
-        restored = load_tree(checkpoint, _fits((scores, opt_state)), digest, what="MAP mask run")
+        restored = load_tree(checkpoint, _fits((scores, opt_state, scores)), digest, what="MAP mask run")
         if restored is not None:
-            (scores, opt_state), meta = restored
-            start, history = meta["step"], meta["history"]
+            (scores, opt_state, best_scores), meta = restored
+            start, history, best = meta["step"], meta["history"], meta["best"]
+    first_candidate = int(np.ceil(config.select_from * config.steps))
+    if best is not None and best["step"] < first_candidate:  # a longer run than the one checkpointed
+        best = None
     step = _step_fn(model.module, config, tuple(sorted(per_score.items())))
     for i in range(start, config.steps):
         k = jax.random.fold_in(key, i)
@@ -191,13 +234,37 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
                                         source_labels_u[iu], source_mean)
         if (i + 1) % 25 == 0 or i + 1 == config.steps:
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
+            if held is not None:
+                history[-1].update(_agreements(model, params, scores, held_x, held_y))
+                if i + 1 >= first_candidate and _better(history[-1], best, chance + config.select_margin, chance):
+                    best = {k: history[-1][k] for k in ("step", "held_authorised", "held_unauthorised")}
+                    best_scores = scores
             if progress is not None:
                 progress("mask", i + 1, config.steps)
         if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps):
-            save_tree(checkpoint, (scores, opt_state), digest, {"step": i + 1, "history": history})
-    binary = masks_lib.hard(scores)
+            save_tree(checkpoint, (scores, opt_state, best_scores), digest,
+                      {"step": i + 1, "history": history, "best": best})
+    binary = masks_lib.hard(best_scores if best is not None else scores)
     return MaskRun(masks=binary, scores={k: np.asarray(v) for k, v in scores.items()}, history=history,
-                   density=masks_lib.density(binary, per_score), resumed_from=start)
+                   density=masks_lib.density(binary, per_score), resumed_from=start, selected=best,
+                   held_out=held)
+
+
+def _agreements(model: Model, params, scores, held_x, held_y) -> dict:
+    """Shares of the held-out authorised and unauthorised inputs the hard-masked model answers as the
+    source does."""
+    masked = model.replace(params=masks_lib.apply(params, masks_lib.hard(scores)))
+    return {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(predict(masked, x), axis=-1) == y)))
+            for role, x, y in zip(("authorised", "unauthorised"), held_x, held_y)}
+
+
+def _better(row: dict, best: dict | None, bound: float, chance: float) -> bool:
+    """Is the recorded step `row` a better mask than `best` (the module docstring's rule)?"""
+    def rank(r):
+        meets = r["held_unauthorised"] <= bound
+        balance = st_d(1.0, r["held_authorised"], 1.0, r["held_unauthorised"], chance)["st_d"]
+        return (meets, r["held_authorised"] if meets else balance)
+    return best is None or rank(row) > rank(best)
 
 
 def _pre_logits(model: Model, params, x):
@@ -279,7 +346,9 @@ def _run_digest(model: Model, config: MapConfig, xa, xu, key) -> str:
 def _fits(template):
     """The template of a checkpoint whose record is one `learn` writes (step, history), else None."""
     def fits(meta: dict):
-        step, history = meta.get("step"), meta.get("history")
-        ok = type(step) is int and step >= 0 and isinstance(history, list) and all(isinstance(h, dict) for h in history)
+        step, history, best = meta.get("step"), meta.get("history"), meta.get("best", False)
+        ok = (type(step) is int and step >= 0 and isinstance(history, list) and all(isinstance(h, dict) for h in history)
+              and (best is None or (isinstance(best, dict) and type(best.get("step")) is int
+                                    and all(isinstance(best.get(k), float) for k in ("held_authorised", "held_unauthorised")))))
         return template if ok else None
     return fits
