@@ -3,6 +3,7 @@ domain and removes the unauthorised one; the mask is binary, the frozen weights 
 bit, the protected model is a normal stored model; runs resume; synthesis, metric, baselines and the
 CLI's one-line errors. One source model (MNIST-M-trained lenet_bn on a subset) is shared by the module."""
 
+import dataclasses
 import json
 import zipfile
 
@@ -208,6 +209,50 @@ def test_the_push_stops_on_batches_already_close_to_the_fixed_answer(source, dom
     assert gated.density > always.density  # removal stopped on those batches, so fewer weights were taken
     with pytest.raises(JaxprovError, match="push_until must be >= 0"):
         protect.MapConfig(push_until=-1.0)
+
+
+def test_the_mask_is_chosen_on_held_out_inputs_by_its_rule_and_resumes_to_the_same_choice(source, domains,
+                                                                                          tmp_path):
+    xa, xu = domains["train_a"][0][:256], domains["train_u"][0][:256]
+    config = protect.MapConfig(steps=50, batch=32, alpha=3.0, select_n=48)
+    run = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3))
+    held = {role: np.asarray(run.held_out[role]) for role in ("authorised", "unauthorised")}
+    assert all(len(idx) == 48 == len(set(idx.tolist())) for idx in held.values())
+    # the chosen mask's recorded agreements are what it does on the held-out inputs
+    chosen = source.replace(params=masks.apply(source.params, run.masks))
+    for role, x in (("authorised", xa), ("unauthorised", xu)):
+        answers = [np.argmax(np.asarray(jaxprov.training.loop.predict(m, x[held[role]])), -1) for m in (source, chosen)]
+        assert run.selected[f"held_{role}"] == pytest.approx(float(np.mean(answers[0] == answers[1])))
+    # the rule: among steps from half the run on, the most authorised agreement within chance + 0.1
+    # unauthorised agreement, else the best balance of the two
+    rows = [h for h in run.history if h["step"] >= 25]
+    assert run.selected["step"] in [h["step"] for h in rows] and all("held_authorised" in h for h in run.history)
+    within = [h for h in rows if h["held_unauthorised"] <= 0.2]
+    if within:
+        assert run.selected["held_authorised"] == max(h["held_authorised"] for h in within)
+    else:
+        balance = [protect.st_d(1.0, h["held_authorised"], 1.0, h["held_unauthorised"], 0.1)["st_d"] for h in rows]
+        assert protect.st_d(1.0, run.selected["held_authorised"], 1.0, run.selected["held_unauthorised"],
+                            0.1)["st_d"] == max(balance)
+    # a run interrupted at step 25 (its last checkpoint at 20) and resumed makes the same choice
+    checkpoint = tmp_path / "run.npz"
+
+    def stop(stage, done, total):
+        if done == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        protect.learn(source, xa, xu, dataclasses.replace(config, checkpoint_every=10), jax.random.PRNGKey(3),
+                      checkpoint, progress=stop)
+    resumed = protect.learn(source, xa, xu, dataclasses.replace(config, checkpoint_every=10), jax.random.PRNGKey(3),
+                            checkpoint)
+    assert resumed.resumed_from == 20 and resumed.selected == run.selected
+    assert all(np.array_equal(resumed.masks[k], run.masks[k]) for k in run.masks)
+    with pytest.raises(JaxprovError, match=r"select_n \(256\) holds out at least every authorised input"):
+        protect.learn(source, xa, xu, protect.MapConfig(steps=2, select_n=256), jax.random.PRNGKey(3))
+    for bad in ({"select_from": 0.0}, {"select_n": -1}, {"alpha": -1.0}):
+        with pytest.raises(JaxprovError, match=f"{next(iter(bad))} must be"):
+            protect.MapConfig(**bad)
 
 
 def test_batchnorm_synthesis_on_a_model_without_batchnorm_is_one_line():

@@ -41,8 +41,8 @@ a long run; docs/results.md, "MAP, fourth round"). With select_n, that many auth
 pseudo-source) and unauthorised inputs are held out of the batches, and at every recorded step
 (every 25 and the last) the hard mask is scored on them: `held_authorised`, the share of held-out
 authorised inputs the masked model answers as the source does, and `held_unauthorised`, the same on
-the unauthorised ones (no labels: the source's answers stand in for them). Among the recorded steps
-from select_from * steps on, the mask returned is the one that keeps the most authorised agreement
+the unauthorised ones (no labels: the source's answers stand in for them). Among the steps of the 25-step grid
+from select_from * steps on, and the last step, the mask returned is the one that keeps the most authorised agreement
 while its unauthorised agreement is at most chance + select_margin (the issue's bound, read on the
 source's answers); when none gets there, the one with the best ST-D of the two agreements
 (metric.st_d, both "before" values 1). The scores returned are the last step's (a longer run
@@ -206,6 +206,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         held_y = tuple(jnp.argmax(predict(model, x), axis=-1) for x in held_x)
         xa, xu = xa[np.sort(order_a[config.select_n:])], xu[np.sort(order_u[config.select_n:])]
         chance = 1.0 / int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
+    else:
+        chance = None
     source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
     source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
     source_labels_u = (jnp.argmax(predict(model, xu), axis=-1).astype(jnp.int32) if config.gamma  # the simulated
@@ -221,9 +223,13 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         if restored is not None:
             (scores, opt_state, best_scores), meta = restored
             start, history, best = meta["step"], meta["history"], meta["best"]
+    # The candidates: the steps of the 25-step grid from select_from * steps on, and the last step.
+    # The checkpoint keeps the best of the grid; a run continued to more steps drops it when it falls
+    # before the new run's first candidate (and then chooses among the steps after the resume).
     first_candidate = int(np.ceil(config.select_from * config.steps))
-    if best is not None and best["step"] < first_candidate:  # a longer run than the one checkpointed
+    if best is not None and best["step"] < first_candidate:
         best = None
+    bound = chance + config.select_margin if held is not None else None
     step = _step_fn(model.module, config, tuple(sorted(per_score.items())))
     for i in range(start, config.steps):
         k = jax.random.fold_in(key, i)
@@ -236,18 +242,24 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
             if held is not None:
                 history[-1].update(_agreements(model, params, scores, held_x, held_y))
-                if i + 1 >= first_candidate and _better(history[-1], best, chance + config.select_margin, chance):
-                    best = {k: history[-1][k] for k in ("step", "held_authorised", "held_unauthorised")}
-                    best_scores = scores
+                if (i + 1) % 25 == 0 and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
+                    best, best_scores = _choice(history[-1]), scores
             if progress is not None:
                 progress("mask", i + 1, config.steps)
         if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps):
             save_tree(checkpoint, (scores, opt_state, best_scores), digest,
                       {"step": i + 1, "history": history, "best": best})
-    binary = masks_lib.hard(best_scores if best is not None else scores)
+    chosen, chosen_scores = best, best_scores
+    if held is not None and _better(history[-1], best, bound, chance):  # the last step, when off the grid
+        chosen, chosen_scores = _choice(history[-1]), scores
+    binary = masks_lib.hard(chosen_scores if held is not None else scores)
     return MaskRun(masks=binary, scores={k: np.asarray(v) for k, v in scores.items()}, history=history,
-                   density=masks_lib.density(binary, per_score), resumed_from=start, selected=best,
+                   density=masks_lib.density(binary, per_score), resumed_from=start, selected=chosen,
                    held_out=held)
+
+
+def _choice(row: dict) -> dict:
+    return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised")}
 
 
 def _agreements(model: Model, params, scores, held_x, held_y) -> dict:
