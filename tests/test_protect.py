@@ -341,6 +341,8 @@ def test_cli_bad_inputs_are_one_line_and_write_nothing(source, tmp_path, capsys)
     assert "not a named domain" in _cli_error(base + ["--setting", "source-free", "--unauthorised", "nosuch"], capsys)
     assert "feature_keep must be >= 0" in _cli_error(base + ["--setting", "source-free", "--unauthorised", "mnist",
                                                              "--feature-keep", "-1"], capsys)
+    assert "select_n must be a non-negative integer" in _cli_error(base + ["--setting", "source-free", "--unauthorised",
+                                                                       "mnist", "--select-n", "-1"], capsys)
     assert "needs authorised data" in _cli_error(base + ["--setting", "source-available", "--unauthorised", "mnist"],
                                                  capsys)
     plain = store.save_model(models.init("lenet", jax.random.PRNGKey(0), name="plain"), tmp_path / "plain")
