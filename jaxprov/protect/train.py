@@ -40,8 +40,10 @@ its end, and the removal comes in swings (a push that gates itself on the batch 
 a long run; docs/results.md, "MAP, fourth round"). With select_n, that many authorised (or
 pseudo-source) and unauthorised inputs are held out of the batches, and at every recorded step
 (every 25 and the last) the hard mask is scored on them: `held_authorised`, the share of held-out
-authorised inputs the masked model answers as the source does, and `held_unauthorised`, the same on
-the unauthorised ones (no labels: the source's answers stand in for them). Among the steps of the 25-step grid
+authorised inputs the masked model answers as the source does, `held_unauthorised`, the same on
+the unauthorised ones (no labels: the source's answers stand in for them), and `held_distillation`,
+the distillation loss on the held-out authorised inputs, which breaks ties (a synthesised
+pseudo-source is answered as the source does at nearly every step, so its agreement saturates). Among the steps of the 25-step grid
 from select_from * steps on, and the last step, the mask returned is the one that keeps the most authorised agreement
 while its unauthorised agreement is at most chance + select_margin (the issue's bound, read on the
 source's answers); when none gets there, the one with the best ST-D of the two agreements
@@ -203,7 +205,7 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         order_a, order_u = (np.asarray(jax.random.permutation(k, x.shape[0])) for k, x in ((ka, xa), (ku, xu)))
         held = {"authorised": np.sort(order_a[:config.select_n]), "unauthorised": np.sort(order_u[:config.select_n])}
         held_x = (xa[held["authorised"]], xu[held["unauthorised"]])
-        held_y = tuple(jnp.argmax(predict(model, x), axis=-1) for x in held_x)
+        held_out = tuple(predict(model, x) for x in held_x)  # the source's outputs
         xa, xu = xa[np.sort(order_a[config.select_n:])], xu[np.sort(order_u[config.select_n:])]
         chance = 1.0 / int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
     else:
@@ -241,7 +243,7 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         if (i + 1) % 25 == 0 or i + 1 == config.steps:
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
             if held is not None:
-                history[-1].update(_agreements(model, params, scores, held_x, held_y))
+                history[-1].update(_agreements(model, params, scores, held_x, held_out))
                 if (i + 1) % 25 == 0 and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
                     best, best_scores = _choice(history[-1]), scores
             if progress is not None:
@@ -259,15 +261,18 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
 
 
 def _choice(row: dict) -> dict:
-    return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised")}
+    return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised", "held_distillation")}
 
 
-def _agreements(model: Model, params, scores, held_x, held_y) -> dict:
+def _agreements(model: Model, params, scores, held_x, source_out) -> dict:
     """Shares of the held-out authorised and unauthorised inputs the hard-masked model answers as the
-    source does."""
+    source does, and its distillation loss (T = 1) on the held-out authorised ones."""
     masked = model.replace(params=masks_lib.apply(params, masks_lib.hard(scores)))
-    return {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(predict(masked, x), axis=-1) == y)))
-            for role, x, y in zip(("authorised", "unauthorised"), held_x, held_y)}
+    out = [predict(masked, x) for x in held_x]
+    row = {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(o, -1) == jnp.argmax(s, -1))))
+           for role, o, s in zip(("authorised", "unauthorised"), out, source_out)}
+    row["held_distillation"] = float(losses.authorised(out[0], jax.nn.softmax(source_out[0], axis=-1)))
+    return row
 
 
 def _better(row: dict, best: dict | None, bound: float, chance: float) -> bool:
@@ -275,7 +280,7 @@ def _better(row: dict, best: dict | None, bound: float, chance: float) -> bool:
     def rank(r):
         meets = r["held_unauthorised"] <= bound
         balance = st_d(1.0, r["held_authorised"], 1.0, r["held_unauthorised"], chance)["st_d"]
-        return (meets, r["held_authorised"] if meets else balance)
+        return (meets, r["held_authorised"] if meets else balance, -r["held_distillation"])
     return best is None or rank(row) > rank(best)
 
 
@@ -361,6 +366,7 @@ def _fits(template):
         step, history, best = meta.get("step"), meta.get("history"), meta.get("best", False)
         ok = (type(step) is int and step >= 0 and isinstance(history, list) and all(isinstance(h, dict) for h in history)
               and (best is None or (isinstance(best, dict) and type(best.get("step")) is int
-                                    and all(isinstance(best.get(k), float) for k in ("held_authorised", "held_unauthorised")))))
+                                    and all(isinstance(best.get(k), float) for k in ("held_authorised", "held_unauthorised",
+                                                                                  "held_distillation")))))
         return template if ok else None
     return fits
