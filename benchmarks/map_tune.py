@@ -8,7 +8,8 @@ benchmark is rerun). Appends one row per variant to --out (docs/results/map_tuni
 The source and splits are map_bench.py's (its train_source and split: lenet_bn, 4 epochs, key 1, on
 the authorised training split), the mask key its first pair's (PRNGKey(map_bench.MASK_KEY)); a cfg
 with "steps_list": [600, 1200] measures one run at each length (a checkpoint continues the shorter run). --attack adds the 1 % labelled fine-tuning of
-the protected model (100 steps) and, once, of a fresh init (the attack's floor).
+the protected model (100 steps) and, once, of a fresh init (the attack's floor). --trace records the
+test accuracies of every recorded step's mask (every 25 steps) beside its held-out figures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import jaxprov  # noqa: E402
 import map_bench  # noqa: E402  (this script's folder is first on sys.path)
 from jaxprov import atomic, datasets, models, protect, store  # noqa: E402
 from jaxprov.protect import attacks  # noqa: E402
+from jaxprov.training.loop import accuracy  # noqa: E402
 
 
 def main() -> int:
@@ -41,6 +43,8 @@ def main() -> int:
     ap.add_argument("--cfg", action="append", default=[], help="JSON MapConfig overrides (batch 128 unless given)")
     ap.add_argument("--synth", default="{}", help="JSON SynthConfig overrides (n 512, steps 100 unless given)")
     ap.add_argument("--attack", action="store_true")
+    ap.add_argument("--trace", action="store_true", help="the test accuracies of every recorded step's mask (every "
+                                                         "25 steps), beside its held-out figures, in the row")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "map-tune"), help="source models kept here")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "map_tuning.json"))
     args = ap.parse_args()
@@ -72,16 +76,27 @@ def main() -> int:
         for steps in kw.pop("steps_list", [kw.get("steps", protect.MapConfig().steps)]):
             cfg = protect.MapConfig(**{"batch": 128, **kw, "steps": steps})
             t0 = time.time()
+            steps_seen = []
+
+            def trace(row, masks):
+                if args.trace:
+                    masked = src.replace(params=protect.masks.apply(src.params, masks))
+                    steps_seen.append({"step": row["step"], "authorised": accuracy(masked, *ta),
+                                       "unauthorised": accuracy(masked, *tu),
+                                       **{k: v for k, v in row.items() if k.startswith("held_")}})
             r = protect.protect(src, args.setting, jax.random.PRNGKey(map_bench.MASK_KEY), cfg, checkpoint=checkpoint,
                                 authorised=xa if args.setting == "source-available" else None,
                                 unauthorised=None if args.setting == "data-free" else xu,
-                                synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}))
+                                synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}),
+                                trace=trace)
             e = protect.evaluate(src, r.model, ta, tu)
             row = {**common, "variant": {**kw, "steps": steps}, "density": r.run.density,
                    "seconds": round(time.time() - t0), **{k: e[k] for k in (
                        "authorised_before", "authorised_after", "unauthorised_before", "unauthorised_after", "st_d")}}
             if r.run.selected is not None:
                 row["selected"] = r.run.selected
+            if args.trace:  # a resumed run traces the steps after its checkpoint only
+                row["trace"] = steps_seen
             if args.attack:
                 (row["ft1"],) = attacks.finetune_unauthorised(r.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
                                                               steps=100)

@@ -215,7 +215,11 @@ def test_the_mask_is_chosen_on_held_out_inputs_by_its_rule_and_resumes_to_the_sa
                                                                                           tmp_path):
     xa, xu = domains["train_a"][0][:256], domains["train_u"][0][:256]
     config = protect.MapConfig(steps=50, batch=32, alpha=3.0, select_n=48)
-    run = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3))
+    traced = {}
+    run = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3),
+                        trace=lambda row, hard: traced.setdefault(row["step"], hard))
+    assert sorted(traced) == [h["step"] for h in run.history] == [25, 50]
+    assert all(np.array_equal(traced[run.selected["step"]][k], run.masks[k]) for k in run.masks)  # that step's mask
     held = {role: np.asarray(run.held_out[role]) for role in ("authorised", "unauthorised")}
     assert all(len(idx) == 48 == len(set(idx.tolist())) for idx in held.values())
     # the chosen mask's recorded agreements are what it does on the held-out inputs

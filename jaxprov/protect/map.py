@@ -42,7 +42,8 @@ class Protection:
 
 def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = MapConfig(),
             authorised=None, unauthorised=None, synth_config: synth.SynthConfig = synth.SynthConfig(),
-            synthesis: str = "auto", checkpoint=None, progress=None, sources: dict | None = None) -> Protection:
+            synthesis: str = "auto", checkpoint=None, progress=None, sources: dict | None = None,
+            trace=None) -> Protection:
     """Learn a MAP mask for `source` in `setting` and return the protected model.
 
     Args:
@@ -57,6 +58,7 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
       checkpoint: .npz path the mask run resumes from and checkpoints to.
       progress: (stage, done, total) callback.
       sources: {"authorised": ..., "unauthorised": ...} descriptions recorded in the metadata.
+      trace: (history row, hard masks) callback at every recorded step of the mask run (`learn`).
     """
     if setting not in SETTINGS:
         raise JaxprovError(f"unknown MAP setting {setting!r}; use one of {', '.join(SETTINGS)}")
@@ -79,7 +81,7 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
     if setting == "data-free":
         unauthorised = synth.neighbours(source, authorised, int(jax.random.randint(synth_key, (), 0, 2 ** 30)))
         record["neighbours"] = list(synth.NEIGHBOUR_SHIFTS)
-    run = learn(source, authorised, unauthorised, config, mask_key, checkpoint, progress)
+    run = learn(source, authorised, unauthorised, config, mask_key, checkpoint, progress, trace)
     record.update({"density": run.density, "granularity": config.granularity,
                    "n_authorised": int(len(authorised)), "n_unauthorised": int(len(unauthorised)),
                    **({"selected": run.selected} if run.selected is not None else {}),

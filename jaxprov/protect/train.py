@@ -173,7 +173,8 @@ class MaskRun:
 
 
 def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: jax.Array,
-          checkpoint: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None) -> MaskRun:
+          checkpoint: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None,
+          trace: Callable[[dict, dict], None] | None = None) -> MaskRun:
     """Learn a binary mask over `model`'s kernels (its params are not changed).
 
     Args:
@@ -185,6 +186,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
       checkpoint: a file path; resumed from when it holds a run of the same config and data (another
         run's is ignored with a warning, a damaged one refused: `jaxprov.checkpoint`).
       progress: called (stage, done, total) every few steps.
+      trace: called (history row, hard masks) at every recorded step (every 25 and the last), for a
+        benchmark to measure what each step's mask does (benchmarks/map_tune.py --trace).
     """
     xa = jnp.asarray(authorised_x, jnp.float32)
     xu = jnp.asarray(unauthorised_x, jnp.float32)
@@ -246,6 +249,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
                 history[-1].update(_agreements(model, params, scores, held_x, held_out))
                 if (i + 1) % 25 == 0 and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
                     best, best_scores = _choice(history[-1]), scores
+            if trace is not None:
+                trace(history[-1], masks_lib.hard(scores))
             if progress is not None:
                 progress("mask", i + 1, config.steps)
         if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps):
