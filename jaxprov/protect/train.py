@@ -43,12 +43,14 @@ pseudo-source) and unauthorised inputs are held out of the batches, and at every
 authorised inputs the masked model answers as the source does, `held_unauthorised`, the same on
 the unauthorised ones (no labels: the source's answers stand in for them), and `held_distillation`,
 the distillation loss on the held-out authorised inputs, which breaks ties (a synthesised
-pseudo-source is answered as the source does at nearly every step, so its agreement saturates). Among the steps of the 25-step grid
-from select_from * steps on, and the last step, the mask returned is the one that keeps the most authorised agreement
-while its unauthorised agreement is at most chance + select_margin (the issue's bound, read on the
-source's answers); when none gets there, the one with the best ST-D of the two agreements
-(metric.st_d, both "before" values 1). The scores returned are the last step's (a longer run
-continues from them); the checkpoint keeps the chosen scores beside them.
+pseudo-source is answered as the source does at nearly every step, so its agreement saturates).
+Among the steps of the 25-step grid from select_from * steps on, and the last step, the mask
+returned is the one that keeps the most authorised agreement while its unauthorised agreement is at
+most chance + select_margin (the issue's bound, read on the source's answers); when none gets
+there, the one with the best ST-D of the two agreements (metric.st_d, both "before" values 1). The
+scores returned are the last step's (a longer run continues from them); the checkpoint keeps the
+chosen scores beside them. The held-out inputs are not trained on: in the source-free setting they
+come out of the synthesised pseudo-source, so synthesise select_n more.
 
 with every model output in eval mode (BatchNorm on the source's running statistics: the frozen
 model is one fixed function of its weights). Only the scores are optimised; `model.params` is never
@@ -371,7 +373,7 @@ def _fits(template):
         step, history, best = meta.get("step"), meta.get("history"), meta.get("best", False)
         ok = (type(step) is int and step >= 0 and isinstance(history, list) and all(isinstance(h, dict) for h in history)
               and (best is None or (isinstance(best, dict) and type(best.get("step")) is int
-                                    and all(isinstance(best.get(k), float) for k in ("held_authorised", "held_unauthorised",
-                                                                                  "held_distillation")))))
+                                    and all(isinstance(best.get(k), float)
+                                            for k in ("held_authorised", "held_unauthorised", "held_distillation")))))
         return template if ok else None
     return fits
