@@ -79,16 +79,15 @@ def main() -> int:
             steps_seen = []
 
             def trace(row, masks):
-                if args.trace:
-                    masked = src.replace(params=protect.masks.apply(src.params, masks))
-                    steps_seen.append({"step": row["step"], "authorised": accuracy(masked, *ta),
-                                       "unauthorised": accuracy(masked, *tu),
-                                       **{k: v for k, v in row.items() if k.startswith("held_")}})
+                masked = src.replace(params=protect.masks.apply(src.params, masks))
+                steps_seen.append({"step": row["step"], "authorised": accuracy(masked, *ta),
+                                   "unauthorised": accuracy(masked, *tu),
+                                   **{k: v for k, v in row.items() if k.startswith("held_")}})
             r = protect.protect(src, args.setting, jax.random.PRNGKey(map_bench.MASK_KEY), cfg, checkpoint=checkpoint,
                                 authorised=xa if args.setting == "source-available" else None,
                                 unauthorised=None if args.setting == "data-free" else xu,
                                 synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}),
-                                trace=trace)
+                                trace=trace if args.trace else None)
             e = protect.evaluate(src, r.model, ta, tu)
             row = {**common, "variant": {**kw, "steps": steps}, "density": r.run.density,
                    "seconds": round(time.time() - t0), **{k: e[k] for k in (

@@ -17,7 +17,7 @@ from jaxprov.cli import main
 from jaxprov.errors import JaxprovError
 from jaxprov.protect import baselines, losses, masks, synth
 from jaxprov.training import derive
-from jaxprov.training.loop import accuracy
+from jaxprov.training.loop import accuracy, predict
 
 # The run the outcome test asserts on: small enough for CI (2 cores), large enough to show it. Its
 # weights are the first defaults (alpha 0.3, no separation term), not today's (alpha 0.6, beta 1):
@@ -225,7 +225,7 @@ def test_the_mask_is_chosen_on_held_out_inputs_by_its_rule_and_resumes_to_the_sa
     # the chosen mask's recorded agreements are what it does on the held-out inputs
     chosen = source.replace(params=masks.apply(source.params, run.masks))
     for role, x in (("authorised", xa), ("unauthorised", xu)):
-        answers = [np.argmax(np.asarray(jaxprov.training.loop.predict(m, x[held[role]])), -1) for m in (source, chosen)]
+        answers = [np.argmax(np.asarray(predict(m, x[held[role]])), -1) for m in (source, chosen)]
         assert run.selected[f"held_{role}"] == pytest.approx(float(np.mean(answers[0] == answers[1])))
     # the rule: among steps from half the run on, the most authorised agreement within chance + 0.1
     # unauthorised agreement, else the best balance of the two

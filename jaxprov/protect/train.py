@@ -39,7 +39,7 @@ Choosing the mask (select_n > 0): the last step's mask is one point of whatever 
 its end, and the removal comes in swings (a push that gates itself on the batch loss, a collapse in
 a long run; docs/results.md, "MAP, fourth round"). With select_n, that many authorised (or
 pseudo-source) and unauthorised inputs are held out of the batches, and at every recorded step
-(every 25 and the last) the hard mask is scored on them: `held_authorised`, the share of held-out
+(every RECORD_EVERY = 25 and the last) the hard mask is scored on them: `held_authorised`, the share of held-out
 authorised inputs the masked model answers as the source does, `held_unauthorised`, the same on
 the unauthorised ones (no labels: the source's answers stand in for them), and `held_distillation`,
 the distillation loss on the held-out authorised inputs, which breaks ties (a synthesised
@@ -81,6 +81,7 @@ from jaxprov.protect import losses, masks as masks_lib, synth
 from jaxprov.protect.metric import st_d
 from jaxprov.training.loop import predict
 
+RECORD_EVERY = 25  # steps between history rows (and candidate masks of the held-out choice)
 HELD_OUT_STREAM = 2 ** 31 - 1  # fold_in(key, this) draws the held-out inputs; steps use fold_in(key, step)
 OPTIMIZERS = {"sgd": lambda lr: optax.sgd(lr, momentum=0.9), "adam": optax.adam}
 
@@ -204,7 +205,7 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
                            "matches; set bn_keep 0")
     spec = masks_lib.MaskSpec(config.granularity, config.layers)
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
-    held = None
+    held = chance = bound = None
     if config.select_n:
         ka, ku = jax.random.split(jax.random.fold_in(key, HELD_OUT_STREAM))
         order_a, order_u = (np.asarray(jax.random.permutation(k, x.shape[0])) for k, x in ((ka, xa), (ku, xu)))
@@ -213,8 +214,7 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         held_out = tuple(predict(model, x) for x in held_x)  # the source's outputs
         xa, xu = xa[np.sort(order_a[config.select_n:])], xu[np.sort(order_u[config.select_n:])]
         chance = 1.0 / int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
-    else:
-        chance = None
+        bound = chance + config.select_margin
     source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
     source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
     source_labels_u = (jnp.argmax(predict(model, xu), axis=-1).astype(jnp.int32) if config.gamma  # the simulated
@@ -225,18 +225,19 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     opt_state = optimizer.init(scores)
     digest = _run_digest(model, config, xa, xu, key)
     start, history, best, best_scores = 0, [], None, scores
-    if checkpoint is not None:
-        restored = load_tree(checkpoint, _fits((scores, opt_state, scores)), digest, what="MAP mask run")
+    if checkpoint is not None:  # the chosen scores travel with a run that chooses (select_n > 0) only
+        template = (scores, opt_state) + ((scores,) if held is not None else ())
+        restored = load_tree(checkpoint, _fits(template), digest, what="MAP mask run")
         if restored is not None:
-            (scores, opt_state, best_scores), meta = restored
+            (scores, opt_state, *kept), meta = restored
+            best_scores = kept[0] if kept else scores
             start, history, best = meta["step"], meta["history"], meta["best"]
-    # The candidates: the steps of the 25-step grid from select_from * steps on, and the last step.
+    # The candidates: the steps of the RECORD_EVERY grid from select_from * steps on, and the last step.
     # The checkpoint keeps the best of the grid; a run continued to more steps drops it when it falls
     # before the new run's first candidate (and then chooses among the steps after the resume).
     first_candidate = int(np.ceil(config.select_from * config.steps))
     if best is not None and best["step"] < first_candidate:
         best = None
-    bound = chance + config.select_margin if held is not None else None
     step = _step_fn(model.module, config, tuple(sorted(per_score.items())))
     for i in range(start, config.steps):
         k = jax.random.fold_in(key, i)
@@ -245,18 +246,20 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         iu = jax.random.randint(ku, (min(config.batch, xu.shape[0]),), 0, xu.shape[0])
         scores, opt_state, parts = step(scores, opt_state, params, xa[ia], source_probs[ia], xu[iu],
                                         source_labels_u[iu], source_mean)
-        if (i + 1) % 25 == 0 or i + 1 == config.steps:
+        on_grid = (i + 1) % RECORD_EVERY == 0
+        if on_grid or i + 1 == config.steps:
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
+            hard = masks_lib.hard(scores) if held is not None or trace is not None else None
             if held is not None:
-                history[-1].update(_agreements(model, params, scores, held_x, held_out))
-                if (i + 1) % 25 == 0 and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
+                history[-1].update(_agreements(model, params, hard, held_x, held_out))
+                if on_grid and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
                     best, best_scores = _choice(history[-1]), scores
             if trace is not None:
-                trace(history[-1], masks_lib.hard(scores))
+                trace(history[-1], hard)
             if progress is not None:
                 progress("mask", i + 1, config.steps)
         if checkpoint is not None and ((i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps):
-            save_tree(checkpoint, (scores, opt_state, best_scores), digest,
+            save_tree(checkpoint, (scores, opt_state) + ((best_scores,) if held is not None else ()), digest,
                       {"step": i + 1, "history": history, "best": best})
     chosen, chosen_scores = best, best_scores
     if held is not None and _better(history[-1], best, bound, chance):  # the last step, when off the grid
@@ -271,10 +274,10 @@ def _choice(row: dict) -> dict:
     return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised", "held_distillation")}
 
 
-def _agreements(model: Model, params, scores, held_x, source_out) -> dict:
-    """Shares of the held-out authorised and unauthorised inputs the hard-masked model answers as the
-    source does, and its distillation loss (T = 1) on the held-out authorised ones."""
-    masked = model.replace(params=masks_lib.apply(params, masks_lib.hard(scores)))
+def _agreements(model: Model, params, hard: dict, held_x, source_out) -> dict:
+    """Shares of the held-out authorised and unauthorised inputs the model under the binary masks
+    `hard` answers as the source does, and its distillation loss (T = 1) on the held-out authorised ones."""
+    masked = model.replace(params=masks_lib.apply(params, hard))
     out = [predict(masked, x) for x in held_x]
     row = {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(o, -1) == jnp.argmax(s, -1))))
            for role, o, s in zip(("authorised", "unauthorised"), out, source_out)}
