@@ -9,7 +9,8 @@ The source and splits are map_bench.py's (its train_source and split: lenet_bn, 
 the authorised training split), the mask key its first pair's (PRNGKey(map_bench.MASK_KEY)); a cfg
 with "steps_list": [600, 1200] measures one run at each length (a checkpoint continues the shorter run). --attack adds the 1 % labelled fine-tuning of
 the protected model (100 steps) and, once, of a fresh init (the attack's floor). --trace records the
-test accuracies of every recorded step's mask (every 25 steps) beside its held-out figures.
+test accuracies of every recorded step's mask (every 25 steps) beside its held-out figures. --labels
+gives the held-out choice the training data's labels (without it, it reads the source's answers).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> int:
     ap.add_argument("--attack", action="store_true")
     ap.add_argument("--trace", action="store_true", help="the test accuracies of every recorded step's mask (every "
                                                          "25 steps), beside its held-out figures, in the row")
+    ap.add_argument("--labels", action="store_true", help="give the held-out choice (select_n) the data's labels "
+                                                          "(source-available: both domains; source-free: the "
+                                                          "unauthorised one)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "map-tune"), help="source models kept here")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "map_tuning.json"))
     args = ap.parse_args()
@@ -61,7 +65,7 @@ def main() -> int:
         src = map_bench.train_source(a, xa, ya)
         store.save_model(src, cache)
     ev = attacks.evaluator({"authorised": ta, "unauthorised": tu})
-    common = {"pair": args.pair, "setting": args.setting, "synth": json.loads(args.synth),
+    common = {"pair": args.pair, "setting": args.setting, "synth": json.loads(args.synth), "labels": args.labels,
               "command": " ".join(["python", "benchmarks/map_tune.py", *sys.argv[1:]]),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()[0]}}
     rows = []
@@ -71,7 +75,8 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     for c in args.cfg:
         kw = json.loads(c)
-        checkpoint = Path(args.cache) / ("ck-" + hashlib.sha256((c + args.pair + args.setting + args.synth).encode())
+        checkpoint = Path(args.cache) / ("ck-" + hashlib.sha256((c + args.pair + args.setting + args.synth
+                                                                 + ("labels" if args.labels else "")).encode())
                                          .hexdigest()[:16] + ".npz")
         for steps in kw.pop("steps_list", [kw.get("steps", protect.MapConfig().steps)]):
             cfg = protect.MapConfig(**{"batch": 128, **kw, "steps": steps})
@@ -87,7 +92,9 @@ def main() -> int:
                                 authorised=xa if args.setting == "source-available" else None,
                                 unauthorised=None if args.setting == "data-free" else xu,
                                 synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}),
-                                trace=trace if args.trace else None)
+                                trace=trace if args.trace else None,
+                                authorised_y=ya if args.labels and args.setting == "source-available" else None,
+                                unauthorised_y=yu if args.labels and args.setting != "data-free" else None)
             e = protect.evaluate(src, r.model, ta, tu)
             row = {**common, "variant": {**kw, "steps": steps}, "density": r.run.density,
                    "seconds": round(time.time() - t0), **{k: e[k] for k in (

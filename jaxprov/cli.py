@@ -335,6 +335,8 @@ def _cmd_protect_map(args) -> int:
         source, args.setting, jax.random.PRNGKey(args.seed), config,
         authorised=None if given["authorised"] is None else given["authorised"].x,
         unauthorised=None if given["unauthorised"] is None else given["unauthorised"].x,
+        authorised_y=None if given["authorised"] is None else given["authorised"].y,
+        unauthorised_y=None if given["unauthorised"] is None else given["unauthorised"].y,
         synth_config=protect.SynthConfig(n=args.synth_n), synthesis=args.synthesis, checkpoint=checkpoint,
         progress=update, sources={"source_model": str(Path(args.model).absolute()),
                                   **{r: d.source for r, d in given.items() if d is not None}})
@@ -586,9 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "held near the source's on the authorised or pseudo-source "
                                                        "batch; helps source-free; default: jaxprov.protect.MapConfig's)")
     q.add_argument("--select-n", type=int, help="authorised and unauthorised inputs held out to choose the mask "
-                                                 "by: the recorded step that keeps the most held-out agreement with "
-                                                 "the source while the unauthorised agreement is within chance + 10 "
-                                                 "points (default 0: the last step's mask)")
+                                                 "by: the recorded step that keeps the most held-out authorised "
+                                                 "accuracy while the unauthorised accuracy is within chance + 10 "
+                                                 "points, read on the data's labels (on the source's answers where "
+                                                 "the data are unlabelled or synthesised; default 0: the last "
+                                                 "step's mask)")
     q.add_argument("--layers", help="comma-separated top-level layers whose kernels are masked (default: all)")
     q.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     q.add_argument("--force", action="store_true", help="replace a stored model already in --out")

@@ -5,7 +5,8 @@
                     (`synth.pseudo_source`: BatchNorm-statistics matching, or inversion);
   data-free         no data at all: the pseudo-source, and neighbour domains synthesised from it
                     (`synth.neighbours`) standing in for the unauthorised domain.
-Labels are never needed: the mask keeps the source's own outputs on authorised inputs.
+Labels are never needed: the mask keeps the source's own outputs on authorised inputs. Where the
+data carry them, the held-out choice of the mask (MapConfig.select_n) reads accuracy on them.
 
 The protected model is a normal jaxprov model: the source's params with every masked kernel
 multiplied by its binary mask (`masks.apply`), its arch, input spec and module unchanged, so it is
@@ -43,7 +44,7 @@ class Protection:
 def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = MapConfig(),
             authorised=None, unauthorised=None, synth_config: synth.SynthConfig = synth.SynthConfig(),
             synthesis: str = "auto", checkpoint=None, progress=None, sources: dict | None = None,
-            trace=None) -> Protection:
+            trace=None, authorised_y=None, unauthorised_y=None) -> Protection:
     """Learn a MAP mask for `source` in `setting` and return the protected model.
 
     Args:
@@ -59,6 +60,8 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
       progress: (stage, done, total) callback.
       sources: {"authorised": ..., "unauthorised": ...} descriptions recorded in the metadata.
       trace: (history row, hard masks) callback at every recorded step of the mask run (`learn`).
+      authorised_y, unauthorised_y: labels of the given data, or None: the held-out choice of the
+        mask (config.select_n > 0) reads accuracy on them (`learn`); nothing else uses labels.
     """
     if setting not in SETTINGS:
         raise JaxprovError(f"unknown MAP setting {setting!r}; use one of {', '.join(SETTINGS)}")
@@ -72,6 +75,9 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
         if not needed and given[role]:
             raise JaxprovError(f"the {setting} setting takes no {role} data; drop --{role} or use "
                                f"{'source-available' if role == 'authorised' else 'source-free'}")
+    for role, y, x in (("authorised", authorised_y, authorised), ("unauthorised", unauthorised_y, unauthorised)):
+        if y is not None and x is None:
+            raise JaxprovError(f"{role} labels given without {role} data")
     synth_key, mask_key = jax.random.split(key)
     record = {"setting": setting, "config": config.to_json(), "key": key_repr(key)}
     if setting != "source-available":
@@ -81,7 +87,8 @@ def protect(source: Model, setting: str, key: jax.Array, config: MapConfig = Map
     if setting == "data-free":
         unauthorised = synth.neighbours(source, authorised, int(jax.random.randint(synth_key, (), 0, 2 ** 30)))
         record["neighbours"] = list(synth.NEIGHBOUR_SHIFTS)
-    run = learn(source, authorised, unauthorised, config, mask_key, checkpoint, progress, trace)
+    run = learn(source, authorised, unauthorised, config, mask_key, checkpoint, progress, trace,
+                authorised_y=authorised_y, unauthorised_y=unauthorised_y)
     record.update({"density": run.density, "granularity": config.granularity,
                    "n_authorised": int(len(authorised)), "n_unauthorised": int(len(unauthorised)),
                    **({"selected": run.selected} if run.selected is not None else {}),

@@ -39,15 +39,19 @@ Choosing the mask (select_n > 0): the last step's mask is one point of whatever 
 its end, and the removal comes in swings (a push that gates itself on the batch loss, a collapse in
 a long run; docs/results.md, "MAP, fourth round"). With select_n, that many authorised (or
 pseudo-source) and unauthorised inputs are held out of the batches, and at every recorded step
-(every RECORD_EVERY = 25 and the last) the hard mask is scored on them: `held_authorised`, the share of held-out
-authorised inputs the masked model answers as the source does, `held_unauthorised`, the same on
-the unauthorised ones (no labels: the source's answers stand in for them), and `held_distillation`,
-the distillation loss on the held-out authorised inputs, which breaks ties (a synthesised
-pseudo-source is answered as the source does at nearly every step, so its agreement saturates).
+(every RECORD_EVERY = 25 and the last) the hard mask is scored on them: `held_authorised`, its
+accuracy on the held-out authorised inputs, `held_unauthorised`, the same on the unauthorised ones,
+and `held_distillation`, the distillation loss on the held-out authorised inputs, which breaks ties
+(a synthesised pseudo-source is answered as the source does at nearly every step, so its score
+saturates). Accuracy is read on the data's labels where they are given (`authorised_y`,
+`unauthorised_y`: real, labelled data), and on the source's own answers where they are not (a
+synthesised pseudo-source, unlabelled data): agreement with the source. Labels matter on the
+unauthorised side when the source reads that domain badly: there, agreeing less with the source's
+answers, which are mostly wrong, is not reading the domain worse (docs/results.md, "MAP, fifth round").
 Among the steps of the 25-step grid from select_from * steps on, and the last step, the mask
-returned is the one that keeps the most authorised agreement while its unauthorised agreement is at
-most chance + select_margin (the issue's bound, read on the source's answers); when none gets
-there, the one with the best ST-D of the two agreements (metric.st_d, both "before" values 1). The
+returned is the one that keeps the most authorised accuracy while its unauthorised accuracy is at
+most chance + select_margin (the issue's bound); when none gets there, the one with the best ST-D
+of the two (metric.st_d, both "before" values 1). The
 scores returned are the last step's (a longer run continues from them); the checkpoint keeps the
 chosen scores beside them. The held-out inputs are not trained on: in the source-free setting they
 come out of the synthesised pseudo-source, so synthesise select_n more.
@@ -177,7 +181,7 @@ class MaskRun:
 
 def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: jax.Array,
           checkpoint: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None,
-          trace: Callable[[dict, dict], None] | None = None) -> MaskRun:
+          trace: Callable[[dict, dict], None] | None = None, authorised_y=None, unauthorised_y=None) -> MaskRun:
     """Learn a binary mask over `model`'s kernels (its params are not changed).
 
     Args:
@@ -191,6 +195,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
       progress: called (stage, done, total) every few steps.
       trace: called (history row, hard masks) at every recorded step (every 25 and the last), for a
         benchmark to measure what each step's mask does (benchmarks/map_tune.py --trace).
+      authorised_y, unauthorised_y: integer labels of the inputs, or None; read by the held-out
+        choice only (select_n > 0), which scores a role without labels on the source's answers.
     """
     xa = jnp.asarray(authorised_x, jnp.float32)
     xu = jnp.asarray(unauthorised_x, jnp.float32)
@@ -205,15 +211,21 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
                            "matches; set bn_keep 0")
     spec = masks_lib.MaskSpec(config.granularity, config.layers)
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
-    held = chance = bound = None
+    classes = int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
+    labels = {role: _labels(y, x.shape[0], classes, role)
+              for role, y, x in (("authorised", authorised_y, xa), ("unauthorised", unauthorised_y, xu))}
+    held = chance = bound = scored_on = None
     if config.select_n:
         ka, ku = jax.random.split(jax.random.fold_in(key, HELD_OUT_STREAM))
         order_a, order_u = (np.asarray(jax.random.permutation(k, x.shape[0])) for k, x in ((ka, xa), (ku, xu)))
         held = {"authorised": np.sort(order_a[:config.select_n]), "unauthorised": np.sort(order_u[:config.select_n])}
         held_x = (xa[held["authorised"]], xu[held["unauthorised"]])
         held_out = tuple(predict(model, x) for x in held_x)  # the source's outputs
+        held_y = tuple(jnp.argmax(o, -1) if labels[role] is None else jnp.asarray(labels[role][held[role]])
+                       for role, o in zip(("authorised", "unauthorised"), held_out))  # labels, else the source's answers
+        scored_on = {role: "source answers" if labels[role] is None else "labels" for role in labels}
         xa, xu = xa[np.sort(order_a[config.select_n:])], xu[np.sort(order_u[config.select_n:])]
-        chance = 1.0 / int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
+        chance = 1.0 / classes
         bound = chance + config.select_margin
     source_probs = jax.nn.softmax(predict(model, xa) / config.temperature, axis=-1)
     source_mean = jnp.mean(_pre_logits(model, params, xa), axis=0) if config.beta else jnp.zeros(())
@@ -223,7 +235,9 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     per_score = spec.weights_per_score(params)
     optimizer = OPTIMIZERS[config.optimizer](config.lr)
     opt_state = optimizer.init(scores)
-    digest = _run_digest(model, config, xa, xu, key)
+    held_labels = (() if held is None or all(y is None for y in labels.values())  # -1: a role scored on answers
+                   else tuple(np.full(1, -1, np.int32) if y is None else y[held[r]] for r, y in labels.items()))
+    digest = _run_digest(model, config, xa, xu, key, held_labels)
     start, history, best, best_scores = 0, [], None, scores
     if checkpoint is not None:  # the chosen scores travel with a run that chooses (select_n > 0) only
         template = (scores, opt_state) + ((scores,) if held is not None else ())
@@ -251,7 +265,7 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
             hard = masks_lib.hard(scores) if held is not None or trace is not None else None
             if held is not None:
-                history[-1].update(_agreements(model, params, hard, held_x, held_out))
+                history[-1].update(_agreements(model, params, hard, held_x, held_out, held_y))
                 if on_grid and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
                     best, best_scores = _choice(history[-1]), scores
             if trace is not None:
@@ -264,6 +278,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
     chosen, chosen_scores = best, best_scores
     if held is not None and _better(history[-1], best, bound, chance):  # the last step, when off the grid
         chosen, chosen_scores = _choice(history[-1]), scores
+    if chosen is not None:
+        chosen = {**chosen, "scored_on": scored_on}
     binary = masks_lib.hard(chosen_scores if held is not None else scores)
     return MaskRun(masks=binary, scores={k: np.asarray(v) for k, v in scores.items()}, history=history,
                    density=masks_lib.density(binary, per_score), resumed_from=start, selected=chosen,
@@ -274,13 +290,26 @@ def _choice(row: dict) -> dict:
     return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised", "held_distillation")}
 
 
-def _agreements(model: Model, params, hard: dict, held_x, source_out) -> dict:
-    """Shares of the held-out authorised and unauthorised inputs the model under the binary masks
-    `hard` answers as the source does, and its distillation loss (T = 1) on the held-out authorised ones."""
+def _labels(y, n: int, classes: int, role: str):
+    """`role`'s labels as int32 [n], or None; labels of the wrong length or outside the classes are refused."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise JaxprovError(f"MAP's {role} labels must be {n} integers, one per input; got {y.dtype} of shape {y.shape}")
+    if n and (y.min() < 0 or y.max() >= classes):
+        raise JaxprovError(f"MAP's {role} labels span {y.min()}..{y.max()}; the model has {classes} classes")
+    return y.astype(np.int32)
+
+
+def _agreements(model: Model, params, hard: dict, held_x, source_out, held_y) -> dict:
+    """Accuracies of the model under the binary masks `hard` on the held-out authorised and
+    unauthorised inputs against `held_y` (labels, or the source's answers), and its distillation
+    loss (T = 1) on the held-out authorised ones."""
     masked = model.replace(params=masks_lib.apply(params, hard))
     out = [predict(masked, x) for x in held_x]
-    row = {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(o, -1) == jnp.argmax(s, -1))))
-           for role, o, s in zip(("authorised", "unauthorised"), out, source_out)}
+    row = {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(o, -1) == y)))
+           for role, o, y in zip(("authorised", "unauthorised"), out, held_y)}
     row["held_distillation"] = float(losses.authorised(out[0], jax.nn.softmax(source_out[0], axis=-1)))
     return row
 
@@ -357,7 +386,7 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
     return step
 
 
-def _run_digest(model: Model, config: MapConfig, xa, xu, key) -> str:
+def _run_digest(model: Model, config: MapConfig, xa, xu, key, held_labels=()) -> str:
     from jaxprov.identity import model_digest
 
     # `steps` and `checkpoint_every` are left out: a longer run of the same settings resumes a shorter one.
@@ -365,7 +394,7 @@ def _run_digest(model: Model, config: MapConfig, xa, xu, key) -> str:
     h = hashlib.sha256(json.dumps({"model": model_digest(model), "config": settings,
                                    "key": np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                                      else key).tolist()}, sort_keys=True).encode())
-    for x in (xa, xu):
+    for x in (xa, xu, *held_labels):  # the labels the held-out choice reads, when it reads any
         h.update(np.asarray(x).tobytes())
     return h.hexdigest()
 
