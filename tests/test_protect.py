@@ -259,6 +259,30 @@ def test_the_mask_is_chosen_on_held_out_inputs_by_its_rule_and_resumes_to_the_sa
             protect.MapConfig(**bad)
 
 
+def test_the_held_out_choice_reads_the_labels_it_is_given_and_the_source_answers_otherwise(source, domains):
+    (xa, ya), (xu, yu) = ((x[:256], y[:256]) for x, y in (domains["train_a"], domains["train_u"]))
+    config = protect.MapConfig(steps=50, batch=32, alpha=3.0, select_n=48)
+    run = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), authorised_y=ya, unauthorised_y=yu)
+    assert run.selected["scored_on"] == {"authorised": "labels", "unauthorised": "labels"}
+    chosen = source.replace(params=masks.apply(source.params, run.masks))
+    for role, x, y in (("authorised", xa, ya), ("unauthorised", xu, yu)):
+        idx = np.asarray(run.held_out[role])
+        assert run.selected[f"held_{role}"] == pytest.approx(accuracy(chosen, x[idx], y[idx]))
+    # labels that are the source's own answers make the same run as no labels: the answers stand in for them
+    answers = [np.argmax(np.asarray(predict(source, x)), -1) for x in (xa, xu)]
+    as_answers = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), authorised_y=answers[0])
+    plain = protect.learn(source, xa, xu, config, jax.random.PRNGKey(3))
+    assert as_answers.selected["scored_on"] == {"authorised": "labels", "unauthorised": "source answers"}
+    assert plain.selected["scored_on"] == {"authorised": "source answers", "unauthorised": "source answers"}
+    assert [h["held_authorised"] for h in as_answers.history] == [h["held_authorised"] for h in plain.history]
+    with pytest.raises(JaxprovError, match="unauthorised labels must be 256 integers, one per input"):
+        protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), unauthorised_y=yu[:10])
+    with pytest.raises(JaxprovError, match="authorised labels span 1..10; the model has 10 classes"):
+        protect.learn(source, xa, xu, config, jax.random.PRNGKey(3), authorised_y=np.where(ya == 0, 10, ya))
+    with pytest.raises(JaxprovError, match="authorised labels given without authorised data"):
+        protect.protect(source, "source-free", jax.random.PRNGKey(3), config, unauthorised=xu, authorised_y=ya)
+
+
 def test_batchnorm_synthesis_on_a_model_without_batchnorm_is_one_line():
     plain = models.init("lenet", jax.random.PRNGKey(0), name="plain")
     with pytest.raises(JaxprovError, match="has no BatchNorm layers.*--synthesis inversion"):
@@ -319,9 +343,12 @@ def test_cli_map_and_eval_end_to_end(source, tmp_path, capsys):
     src = store.save_model(source, tmp_path / "src")
     out = tmp_path / "protected"
     assert main(["protect", "map", str(src), "--setting", "source-available", "--authorised", "mnistm:train",
-                 "--unauthorised", "mnist", "--out", str(out), "--steps", "20", "--batch", "32"]) == 0
+                 "--unauthorised", "mnist", "--out", str(out), "--steps", "20", "--batch", "32", "--select-n", "16"]) == 0
     assert "protected:" in capsys.readouterr().out
-    assert jaxprov.load(out).meta["protection"]["data"]["unauthorised"] == "mnist:base"
+    meta = jaxprov.load(out).meta
+    assert meta["protection"]["data"]["unauthorised"] == "mnist:base"
+    assert meta["lineage"]["selected"]["step"] == 20  # the named domains' labels chose the mask
+    assert meta["lineage"]["selected"]["scored_on"] == {"authorised": "labels", "unauthorised": "labels"}
     assert not list(tmp_path.glob(".protected.map-checkpoint*"))
     assert main(["protect", "eval", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
