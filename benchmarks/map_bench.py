@@ -6,7 +6,11 @@ atomically, so an interrupted run keeps what it measured).
         [--pairs mnistm:mnist,mnist:mnistm,syn:mnist,mnist:syn] [--attack-steps 100] [--independents 3]
         [--quick]   (--markdown prints --out as the tables of docs/results.md)
         [--config '{"alpha": 0.5}'] [--synth-config '{"steps": 200}']  (MapConfig / SynthConfig overrides)
-        [--merge]   (keep --out's other pairs: this run's pairs replace theirs, the rest stay)
+        [--merge]   (keep --out's other pairs: this run's pairs replace theirs, the rest stay; with
+                     --settings, a replaced pair keeps the old rows of the settings this run skips)
+        [--settings source-available,source-free,data-free]  (the settings run; source-available, whose
+                     mask the baselines and attacks use, is always among them)
+        [--labels]  (give the held-out mask choice, MapConfig.select_n, the training splits' labels)
         [--provenance-only]  (the first pair's source-available protected model against its source and
                               --independents independents under the shipped default verdict, merged into --out)
 
@@ -26,6 +30,7 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,9 +69,17 @@ def train_source(domain: str, x, y):
 
 def run_record(argv: list[str]) -> dict:
     """The command and machine a run records (its document, each pair, the provenance)."""
-    return {"command": " ".join(["python", "benchmarks/map_bench.py", *argv]),
+    return {"command": " ".join(["python", "benchmarks/map_bench.py", *argv]), "tree": _tree(),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0]),
                         "load_at_start": os.getloadavg()[0]}}
+
+
+def _tree() -> str:
+    """The commit this run's code is at, marked "+ uncommitted changes" when the work tree differs."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main() -> int:
@@ -84,6 +97,10 @@ def main() -> int:
     ap.add_argument("--config", default="{}", help="JSON overrides of protect.MapConfig")
     ap.add_argument("--synth-config", default="{}", help="JSON overrides of protect.SynthConfig")
     ap.add_argument("--merge", action="store_true", help="keep --out's pairs that this run does not measure")
+    ap.add_argument("--settings", default=",".join(protect.SETTINGS),
+                    help="comma-separated settings to run (source-available always among them)")
+    ap.add_argument("--labels", action="store_true",
+                    help="give the held-out mask choice (select_n) the training splits' labels")
     ap.add_argument("--provenance-only", action="store_true",
                     help="only the provenance of the first pair's source-available protected model (merged)")
     args = ap.parse_args()
@@ -93,6 +110,10 @@ def main() -> int:
     if args.markdown:
         print(markdown(json.loads(Path(args.out).read_text())))
         return 0
+    settings = args.settings.split(",")
+    if "source-available" not in settings or not set(settings) <= set(protect.SETTINGS):
+        raise SystemExit(f"map_bench: --settings takes a comma-separated subset of {', '.join(protect.SETTINGS)} "
+                         f"with source-available among them; got {args.settings!r}")
     steps = 40 if args.quick else args.steps
     spec = models.create(ARCH)[2]
     config = protect.MapConfig(**{"steps": steps, "batch": 128, **json.loads(args.config)})
@@ -124,15 +145,18 @@ def main() -> int:
         source = sources[a]
         row = {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {}, "attacks": []}
         key = jax.random.PRNGKey(MASK_KEY + n_pair)
-        for setting in protect.SETTINGS:
+        for setting in (s for s in protect.SETTINGS if s in settings):
             ts = time.time()
             result = protect.protect(source, setting, key, config,
                                      authorised=xa if setting == "source-available" else None,
-                                     unauthorised=None if setting == "data-free" else xu, synth_config=synth_config)
+                                     unauthorised=None if setting == "data-free" else xu, synth_config=synth_config,
+                                     authorised_y=ya if args.labels and setting == "source-available" else None,
+                                     unauthorised_y=yu if args.labels and setting != "data-free" else None)
             row["settings"][setting] = {**protect.evaluate(source, result.model, test["authorised"],
                                                            test["unauthorised"]),
                                         "density": result.run.density, "seconds": round(time.time() - ts, 1),
-                                        "final_losses": result.run.history[-1]}
+                                        "final_losses": result.run.history[-1],
+                                        **({"selected": result.run.selected} if result.run.selected else {})}
             print(f"{a}->{u} {setting}: {_short(row['settings'][setting])}", flush=True)
             if setting == "source-available":
                 protected = result
@@ -167,7 +191,7 @@ def main() -> int:
                 print(f"provenance {json.dumps(doc['provenance'])}", flush=True)
         row["seconds"] = round(time.time() - t0, 1)
         row["config"], row["synth_config"] = config.to_json(), synth_config.to_json()
-        row["command"], row["machine"] = doc["command"], doc["machine"]
+        row["command"], row["machine"], row["tree"] = doc["command"], doc["machine"], doc["tree"]
         doc["pairs"].append(row)
         doc["seconds"] = round(time.time() - t_all, 1)
         atomic.atomic_write(Path(args.out), (json.dumps(merged(old, doc) if old else doc, indent=2) + "\n").encode())
@@ -176,14 +200,31 @@ def main() -> int:
 
 def merged(old: dict, new: dict) -> dict:
     """`old` with `new`'s pairs (and provenance, when measured) in place of old ones of the same
-    (authorised, unauthorised); each pair keeps the config, command and machine it was measured with."""
+    (authorised, unauthorised); each pair keeps the config, command and machine it was measured with.
+    A settings row of an old pair that the new run did not measure stays, with the old pair's config,
+    command and tree beside it (`measured_with`)."""
     fresh = {(r["authorised"], r["unauthorised"]): r for r in new["pairs"]}
-    pairs = [fresh.pop((r["authorised"], r["unauthorised"]), r) for r in old["pairs"]] + list(fresh.values())
+    pairs = []
+    for r in old["pairs"]:
+        row = fresh.pop((r["authorised"], r["unauthorised"]), None)
+        if row is not None:
+            kept = {name: {**result, "measured_with": result.get("measured_with", _measured_with(r))}
+                    for name, result in r["settings"].items() if name not in row["settings"]}
+            row = {**row, "settings": {**row["settings"], **kept}}
+            row.update({key: {**r[key], "measured_with": r[key].get("measured_with", _measured_with(r))}
+                        for key in r if key.startswith("channel_granularity") and key not in row})
+        pairs.append(row or r)
+    pairs += list(fresh.values())
     out = {**old, "pairs": pairs}
     if "provenance" in new:
         out["provenance"] = new["provenance"]
         out.pop("provenance_measured", None)  # it described the old rows
     return out
+
+
+def _measured_with(row: dict) -> dict:
+    """How an old pair's rows were made: its config, synth_config, command and tree, where recorded."""
+    return {key: row[key] for key in ("config", "synth_config", "command", "tree") if key in row}
 
 
 def provenance_only(args, doc: dict, record: dict, config, spec) -> int:
