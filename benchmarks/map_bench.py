@@ -8,8 +8,8 @@ atomically, so an interrupted run keeps what it measured).
         [--config '{"alpha": 0.5}'] [--synth-config '{"steps": 200}']  (MapConfig / SynthConfig overrides)
         [--merge]   (keep --out's other pairs: this run's pairs replace theirs, the rest stay; with
                      --settings, a replaced pair keeps the old rows of the settings this run skips)
-        [--settings source-available,source-free,data-free]  (the settings run; source-available, whose
-                     mask the baselines and attacks use, is always among them)
+        [--settings source-available,source-free,data-free]  (the settings run; the baselines and attacks
+                     use the source-available mask and are skipped without it)
         [--labels]  (give the held-out mask choice, MapConfig.select_n, the training splits' labels)
         [--provenance-only]  (the first pair's source-available protected model against its source and
                               --independents independents under the shipped default verdict, merged into --out)
@@ -98,7 +98,7 @@ def main() -> int:
     ap.add_argument("--synth-config", default="{}", help="JSON overrides of protect.SynthConfig")
     ap.add_argument("--merge", action="store_true", help="keep --out's pairs that this run does not measure")
     ap.add_argument("--settings", default=",".join(protect.SETTINGS),
-                    help="comma-separated settings to run (source-available always among them)")
+                    help="comma-separated settings to run (baselines and attacks need source-available)")
     ap.add_argument("--labels", action="store_true",
                     help="give the held-out mask choice (select_n) the training splits' labels")
     ap.add_argument("--provenance-only", action="store_true",
@@ -111,9 +111,9 @@ def main() -> int:
         print(markdown(json.loads(Path(args.out).read_text())))
         return 0
     settings = args.settings.split(",")
-    if "source-available" not in settings or not set(settings) <= set(protect.SETTINGS):
-        raise SystemExit(f"map_bench: --settings takes a comma-separated subset of {', '.join(protect.SETTINGS)} "
-                         f"with source-available among them; got {args.settings!r}")
+    if not settings or not set(settings) <= set(protect.SETTINGS):
+        raise SystemExit(f"map_bench: --settings takes a comma-separated subset of {', '.join(protect.SETTINGS)}; "
+                         f"got {args.settings!r}")
     steps = 40 if args.quick else args.steps
     spec = models.create(ARCH)[2]
     config = protect.MapConfig(**{"steps": steps, "batch": 128, **json.loads(args.config)})
@@ -143,7 +143,8 @@ def main() -> int:
             sources[a] = train_source(a, xa, ya)
             print(f"source {a}: {time.time() - t0:.0f} s", flush=True)
         source = sources[a]
-        row = {"authorised": a, "unauthorised": u, "settings": {}, "baselines": {}, "attacks": []}
+        row = {"authorised": a, "unauthorised": u, "settings": {},
+               **({"baselines": {}, "attacks": []} if "source-available" in settings else {})}
         key = jax.random.PRNGKey(MASK_KEY + n_pair)
         for setting in (s for s in protect.SETTINGS if s in settings):
             ts = time.time()
@@ -160,35 +161,9 @@ def main() -> int:
             print(f"{a}->{u} {setting}: {_short(row['settings'][setting])}", flush=True)
             if setting == "source-available":
                 protected = result
-        learned = protected.run.masks
-        for name, masks in (("random", baselines.random_masks(learned, jax.random.PRNGKey(7))),
-                            ("magnitude", baselines.magnitude_masks(learned, source.params, config.granularity))):
-            row["baselines"][name] = protect.evaluate(source, baselines.apply_baseline(source, masks, name),
-                                                      test["authorised"], test["unauthorised"])
-        if not args.quick:
-            ntl = baselines.ntl(ARCH, xa, ya, xu, jax.random.PRNGKey(8), epochs=SOURCE_EPOCHS)
-            row["baselines"]["ntl"] = {"authorised": accuracy(ntl, *test["authorised"]),
-                                       "unauthorised": accuracy(ntl, *test["unauthorised"])}
-            ev = attacks.evaluator(test)
-            row["attacks"] += attacks.finetune_unauthorised(protected.model, xu, yu, (0.01, 0.05, 0.10),
-                                                            jax.random.PRNGKey(9), ev, steps=args.attack_steps)
-            row["attacks"] += attacks.fresh_reference(protected.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
-                                                      steps=args.attack_steps)
-            row["attacks"].append(attacks.finetune_authorised(protected.model, xa[:400], ya[:400],
-                                                              jax.random.PRNGKey(10), ev, steps=args.attack_steps))
-            row["attacks"].append(attacks.prune(protected.model, 0.3, xa[:400], ya[:400], jax.random.PRNGKey(11), ev))
-        print(f"{a}->{u} baselines {json.dumps(row['baselines'])}", flush=True)
-        print(f"{a}->{u} attacks {json.dumps(row['attacks'])}", flush=True)
-        if n_pair == 0 and not args.no_extras:
-            channel = protect.protect(source, "source-available", key,
-                                      dataclasses.replace(config, granularity="channel"),
-                                      authorised=xa, unauthorised=xu)
-            row["channel_granularity"] = {**protect.evaluate(source, channel.model, test["authorised"],
-                                                             test["unauthorised"]), "density": channel.run.density}
-            print(f"{a}->{u} channel: {_short(row['channel_granularity'])}", flush=True)
-            if not args.quick:
-                doc["provenance"] = provenance(source, protected.model, xa, ya, args.independents)
-                print(f"provenance {json.dumps(doc['provenance'])}", flush=True)
+        if "source-available" in settings:
+            baselines_and_attacks(args, doc, row, n_pair == 0, source, protected, key, config,
+                                  (xa, ya), (xu, yu), test)
         row["seconds"] = round(time.time() - t0, 1)
         row["config"], row["synth_config"] = config.to_json(), synth_config.to_json()
         row["command"], row["machine"], row["tree"] = doc["command"], doc["machine"], doc["tree"]
@@ -198,11 +173,50 @@ def main() -> int:
     return 0
 
 
+def baselines_and_attacks(args, doc: dict, row: dict, first: bool, source, protected, key, config, train_a,
+                          train_u, test) -> None:
+    """Into `row`: the baselines at the source-available mask's sparsity, the attacks on its
+    protected model and, on a run's `first` pair (unless --no-extras), the channel mask and the
+    provenance (into `doc`)."""
+    (xa, ya), (xu, yu) = train_a, train_u
+    a, u = row["authorised"], row["unauthorised"]
+    learned = protected.run.masks
+    for name, masks in (("random", baselines.random_masks(learned, jax.random.PRNGKey(7))),
+                        ("magnitude", baselines.magnitude_masks(learned, source.params, config.granularity))):
+        row["baselines"][name] = protect.evaluate(source, baselines.apply_baseline(source, masks, name),
+                                                  test["authorised"], test["unauthorised"])
+    if not args.quick:
+        ntl = baselines.ntl(ARCH, xa, ya, xu, jax.random.PRNGKey(8), epochs=SOURCE_EPOCHS)
+        row["baselines"]["ntl"] = {"authorised": accuracy(ntl, *test["authorised"]),
+                                   "unauthorised": accuracy(ntl, *test["unauthorised"])}
+        ev = attacks.evaluator(test)
+        row["attacks"] += attacks.finetune_unauthorised(protected.model, xu, yu, (0.01, 0.05, 0.10),
+                                                        jax.random.PRNGKey(9), ev, steps=args.attack_steps)
+        row["attacks"] += attacks.fresh_reference(protected.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
+                                                  steps=args.attack_steps)
+        row["attacks"].append(attacks.finetune_authorised(protected.model, xa[:400], ya[:400],
+                                                          jax.random.PRNGKey(10), ev, steps=args.attack_steps))
+        row["attacks"].append(attacks.prune(protected.model, 0.3, xa[:400], ya[:400], jax.random.PRNGKey(11), ev))
+    print(f"{a}->{u} baselines {json.dumps(row['baselines'])}", flush=True)
+    print(f"{a}->{u} attacks {json.dumps(row['attacks'])}", flush=True)
+    if first and not args.no_extras:
+        channel = protect.protect(source, "source-available", key,
+                                  dataclasses.replace(config, granularity="channel"),
+                                  authorised=xa, unauthorised=xu)
+        row["channel_granularity"] = {**protect.evaluate(source, channel.model, test["authorised"],
+                                                         test["unauthorised"]), "density": channel.run.density}
+        print(f"{a}->{u} channel: {_short(row['channel_granularity'])}", flush=True)
+        if not args.quick:
+            doc["provenance"] = provenance(source, protected.model, xa, ya, args.independents)
+            print(f"provenance {json.dumps(doc['provenance'])}", flush=True)
+
+
 def merged(old: dict, new: dict) -> dict:
     """`old` with `new`'s pairs (and provenance, when measured) in place of old ones of the same
     (authorised, unauthorised); each pair keeps the config, command and machine it was measured with.
-    A settings row of an old pair that the new run did not measure stays, with the old pair's config,
-    command and tree beside it (`measured_with`)."""
+    What the new run did not measure of an old pair stays, with the old pair's config, command and
+    tree beside it: a settings row (`measured_with`), the channel-mask row, and the baselines and
+    attacks when the new run skipped source-available (`baselines_attacks_measured_with`)."""
     fresh = {(r["authorised"], r["unauthorised"]): r for r in new["pairs"]}
     pairs = []
     for r in old["pairs"]:
@@ -211,6 +225,9 @@ def merged(old: dict, new: dict) -> dict:
             kept = {name: {**result, "measured_with": result.get("measured_with", _measured_with(r))}
                     for name, result in r["settings"].items() if name not in row["settings"]}
             row = {**row, "settings": {**row["settings"], **kept}}
+            if "baselines" not in row:  # a run without source-available: the old mask's baselines and attacks
+                row.update({key: r[key] for key in ("baselines", "attacks")},
+                           baselines_attacks_measured_with=r.get("baselines_attacks_measured_with", _measured_with(r)))
             row.update({key: {**r[key], "measured_with": r[key].get("measured_with", _measured_with(r))}
                         for key in r if key.startswith("channel_granularity") and key not in row})
         pairs.append(row or r)
@@ -344,7 +361,7 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {pair} | {setting} | {r['authorised_before']:.3f} -> {r['authorised_after']:.3f} | "
                          f"{r['unauthorised_before']:.3f} -> {r['unauthorised_after']:.3f} | {r['st_d']:.3f} | "
                          f"{r['density']:.1%} |")
-        for name, r in row["baselines"].items():
+        for name, r in row.get("baselines", {}).items():
             if "st_d" in r:
                 lines.append(f"| {pair} | baseline: {name} mask | {r['authorised_before']:.3f} -> "
                              f"{r['authorised_after']:.3f} | {r['unauthorised_before']:.3f} -> "
@@ -359,7 +376,7 @@ def markdown(doc: dict) -> str:
                          f"{r['unauthorised_after']:.3f} | {r['st_d']:.3f} | {r['density']:.1%} |")
     lines += ["", "| pair | attack on the source-available protected model | authorised | unauthorised |", "|---|---|---|---|"]
     for row in doc["pairs"]:
-        for at in row["attacks"]:
+        for at in row.get("attacks", []):
             what = {"finetune_unauthorised": f"fine-tune on {at.get('share', 0):.0%} of unauthorised ({at.get('n')})",
                     "finetune_authorised": f"fine-tune on {at.get('n')} authorised",
                     "finetune_fresh_init": f"reference: a fresh init fine-tuned on {at.get('share', 0):.0%} of unauthorised",
