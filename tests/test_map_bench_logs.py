@@ -75,3 +75,31 @@ def test_the_provenance_record_sits_beside_the_rows(map_bench):
     assert "provenance_measured" in doc and not any(k.startswith("_") for k in doc["provenance"])
     table = map_bench.markdown(doc).split("| suspect vs the source |")[1]
     assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [f"| {name}" for name in doc["provenance"]]
+
+
+def _pair(settings: dict, command: str, **extra) -> dict:
+    return {"authorised": "mnistm", "unauthorised": "mnist", "settings": settings, "config": {"steps": 600},
+            "command": command, "tree": command[-3:], **extra}
+
+
+def test_a_merged_pair_keeps_what_the_new_run_skipped_with_how_it_was_made(map_bench):
+    old = {"pairs": [_pair({"source-available": {"st_d": 0.1}, "source-free": {"st_d": 0.2}}, "old",
+                           baselines={"random": {"st_d": 0.0}}, attacks=[{"attack": "prune"}],
+                           channel_granularity={"st_d": 0.3}),
+                     {**_pair({}, "other"), "authorised": "syn"}]}
+    new = {"pairs": [_pair({"source-available": {"st_d": 0.9}}, "new", baselines={"random": {"st_d": 0.5}},
+                           attacks=[])]}
+    out = map_bench.merged(old, new)
+    row = next(r for r in out["pairs"] if r["authorised"] == "mnistm")
+    assert row["settings"]["source-available"] == {"st_d": 0.9} and row["baselines"] == {"random": {"st_d": 0.5}}
+    assert row["settings"]["source-free"] == {"st_d": 0.2, "measured_with": {"config": {"steps": 600},
+                                                                             "command": "old", "tree": "old"}}
+    assert row["channel_granularity"]["measured_with"]["command"] == "old"
+    assert [r["authorised"] for r in out["pairs"]] == ["mnistm", "syn"]
+    # a later run without source-available keeps the baselines and attacks of the mask they were measured on
+    later = map_bench.merged(out, {"pairs": [_pair({"source-free": {"st_d": 0.7}}, "free")]})
+    row = next(r for r in later["pairs"] if r["authorised"] == "mnistm")
+    assert row["settings"]["source-free"] == {"st_d": 0.7}
+    assert row["settings"]["source-available"]["measured_with"]["command"] == "new"
+    assert row["baselines"] == {"random": {"st_d": 0.5}} and row["baselines_attacks_measured_with"]["command"] == "new"
+    assert row["channel_granularity"]["measured_with"]["command"] == "old"
