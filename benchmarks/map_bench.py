@@ -224,7 +224,8 @@ def merged(old: dict, new: dict) -> dict:
         if row is not None:
             kept = {name: {**result, "measured_with": result.get("measured_with", _measured_with(r))}
                     for name, result in r["settings"].items() if name not in row["settings"]}
-            row = {**row, "settings": {**row["settings"], **kept}}
+            both = {**row["settings"], **kept}
+            row = {**row, "settings": {name: both[name] for name in sorted(both, key=_setting_order)}}
             if "baselines" not in row:  # a run without source-available: the old mask's baselines and attacks
                 row.update({key: r[key] for key in ("baselines", "attacks")},
                            baselines_attacks_measured_with=r.get("baselines_attacks_measured_with", _measured_with(r)))
@@ -237,6 +238,10 @@ def merged(old: dict, new: dict) -> dict:
         out["provenance"] = new["provenance"]
         out.pop("provenance_measured", None)  # it described the old rows
     return out
+
+
+def _setting_order(name: str) -> int:
+    return protect.SETTINGS.index(name) if name in protect.SETTINGS else len(protect.SETTINGS)
 
 
 def _measured_with(row: dict) -> dict:
