@@ -62,6 +62,17 @@ def train(x, y, seed: int, name: str):
     return derive.train(ARCH, x, y, jax.random.PRNGKey(seed), epochs=SOURCE_EPOCHS, lr=2e-3, batch=64, name=name)
 
 
+def setting_data(setting: str, train_a, train_u, labels: bool) -> dict:
+    """protect.protect's data arguments for `setting` from the (x, y) training splits: the inputs the
+    setting takes and, with `labels`, their labels for the held-out mask choice."""
+    use = {"authorised": setting == "source-available", "unauthorised": setting != "data-free"}
+    out = {}
+    for role, (x, y) in (("authorised", train_a), ("unauthorised", train_u)):
+        out[role] = x if use[role] else None
+        out[f"{role}_y"] = y if use[role] and labels else None
+    return out
+
+
 def train_source(domain: str, x, y):
     """The source of the pairs authorised on `domain`, trained on (x, y), its training split."""
     return train(x, y, 1, f"{ARCH}-{domain}")
@@ -111,7 +122,7 @@ def main() -> int:
         print(markdown(json.loads(Path(args.out).read_text())))
         return 0
     settings = args.settings.split(",")
-    if not settings or not set(settings) <= set(protect.SETTINGS):
+    if not set(settings) <= set(protect.SETTINGS):
         raise SystemExit(f"map_bench: --settings takes a comma-separated subset of {', '.join(protect.SETTINGS)}; "
                          f"got {args.settings!r}")
     steps = 40 if args.quick else args.steps
@@ -148,11 +159,8 @@ def main() -> int:
         key = jax.random.PRNGKey(MASK_KEY + n_pair)
         for setting in (s for s in protect.SETTINGS if s in settings):
             ts = time.time()
-            result = protect.protect(source, setting, key, config,
-                                     authorised=xa if setting == "source-available" else None,
-                                     unauthorised=None if setting == "data-free" else xu, synth_config=synth_config,
-                                     authorised_y=ya if args.labels and setting == "source-available" else None,
-                                     unauthorised_y=yu if args.labels and setting != "data-free" else None)
+            result = protect.protect(source, setting, key, config, synth_config=synth_config,
+                                     **setting_data(setting, (xa, ya), (xu, yu), args.labels))
             row["settings"][setting] = {**protect.evaluate(source, result.model, test["authorised"],
                                                            test["unauthorised"]),
                                         "density": result.run.density, "seconds": round(time.time() - ts, 1),
@@ -202,7 +210,7 @@ def baselines_and_attacks(args, doc: dict, row: dict, first: bool, source, prote
     if first and not args.no_extras:
         channel = protect.protect(source, "source-available", key,
                                   dataclasses.replace(config, granularity="channel"),
-                                  authorised=xa, unauthorised=xu)
+                                  **setting_data("source-available", train_a, train_u, args.labels))
         row["channel_granularity"] = {**protect.evaluate(source, channel.model, test["authorised"],
                                                          test["unauthorised"]), "density": channel.run.density}
         print(f"{a}->{u} channel: {_short(row['channel_granularity'])}", flush=True)
@@ -222,15 +230,13 @@ def merged(old: dict, new: dict) -> dict:
     for r in old["pairs"]:
         row = fresh.pop((r["authorised"], r["unauthorised"]), None)
         if row is not None:
-            kept = {name: {**result, "measured_with": result.get("measured_with", _measured_with(r))}
-                    for name, result in r["settings"].items() if name not in row["settings"]}
+            kept = {name: _stamped(result, r) for name, result in r["settings"].items() if name not in row["settings"]}
             both = {**row["settings"], **kept}
             row = {**row, "settings": {name: both[name] for name in sorted(both, key=_setting_order)}}
             if "baselines" not in row:  # a run without source-available: the old mask's baselines and attacks
                 row.update({key: r[key] for key in ("baselines", "attacks")},
                            baselines_attacks_measured_with=r.get("baselines_attacks_measured_with", _measured_with(r)))
-            row.update({key: {**r[key], "measured_with": r[key].get("measured_with", _measured_with(r))}
-                        for key in r if key.startswith("channel_granularity") and key not in row})
+            row.update({key: _stamped(r[key], r) for key in r if key.startswith("channel_granularity") and key not in row})
         pairs.append(row or r)
     pairs += list(fresh.values())
     out = {**old, "pairs": pairs}
@@ -242,6 +248,12 @@ def merged(old: dict, new: dict) -> dict:
 
 def _setting_order(name: str) -> int:
     return protect.SETTINGS.index(name) if name in protect.SETTINGS else len(protect.SETTINGS)
+
+
+def _stamped(result: dict, row: dict) -> dict:
+    """An old pair's `result` kept by a merge, with how it was made (`measured_with`: its own, where an
+    earlier merge stamped it, else the pair's)."""
+    return {**result, "measured_with": result.get("measured_with", _measured_with(row))}
 
 
 def _measured_with(row: dict) -> dict:

@@ -89,12 +89,9 @@ def main() -> int:
                                    "unauthorised": accuracy(masked, *tu),
                                    **{k: v for k, v in row.items() if k.startswith("held_")}})
             r = protect.protect(src, args.setting, jax.random.PRNGKey(map_bench.MASK_KEY), cfg, checkpoint=checkpoint,
-                                authorised=xa if args.setting == "source-available" else None,
-                                unauthorised=None if args.setting == "data-free" else xu,
                                 synth_config=protect.SynthConfig(**{"n": 512, "steps": 100, **json.loads(args.synth)}),
                                 trace=trace if args.trace else None,
-                                authorised_y=ya if args.labels and args.setting == "source-available" else None,
-                                unauthorised_y=yu if args.labels and args.setting != "data-free" else None)
+                                **map_bench.setting_data(args.setting, (xa, ya), (xu, yu), args.labels))
             e = protect.evaluate(src, r.model, ta, tu)
             row = {**common, "variant": {**kw, "steps": steps}, "density": r.run.density,
                    "seconds": round(time.time() - t0), **{k: e[k] for k in (
