@@ -202,6 +202,7 @@ def baselines_and_attacks(args, doc: dict, row: dict, first: bool, source, prote
                                                         jax.random.PRNGKey(9), ev, steps=args.attack_steps)
         row["attacks"] += attacks.fresh_reference(protected.model, xu, yu, (0.01,), jax.random.PRNGKey(9), ev,
                                                   steps=args.attack_steps)
+        row["attacks"] += attacks.recalibrate_unauthorised(protected.model, xu, (0.01, 1.0), jax.random.PRNGKey(9), ev)
         row["attacks"].append(attacks.finetune_authorised(protected.model, xa[:400], ya[:400],
                                                           jax.random.PRNGKey(10), ev, steps=args.attack_steps))
         row["attacks"].append(attacks.prune(protected.model, 0.3, xa[:400], ya[:400], jax.random.PRNGKey(11), ev))
@@ -397,6 +398,8 @@ def markdown(doc: dict) -> str:
             what = {"finetune_unauthorised": f"fine-tune on {at.get('share', 0):.0%} of unauthorised ({at.get('n')})",
                     "finetune_authorised": f"fine-tune on {at.get('n')} authorised",
                     "finetune_fresh_init": f"reference: a fresh init fine-tuned on {at.get('share', 0):.0%} of unauthorised",
+                    "recalibrate_unauthorised": f"recalibrate BatchNorm on {at.get('share', 0):.0%} of unauthorised, "
+                                                f"unlabelled ({at.get('n')})",
                     "prune": f"prune {at.get('fraction', 0):.0%} more"}[at["attack"]]
             lines.append(f"| {row['authorised']} -> {row['unauthorised']} | {what} | {at['authorised']:.3f} | "
                          f"{at['unauthorised']:.3f} |")

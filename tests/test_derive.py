@@ -189,3 +189,35 @@ def test_adversarial_extraction_queries_the_victim_once(mlp, monkeypatch):
     with pytest.raises(jaxprov.JaxprovError, match="eps"):
         training.distill(victim, "mlp[hidden=32]", queries, jax.random.PRNGKey(5), epochs=1, adversarial={"step": 1})
     assert derive._attack({"eps": 0.3}) == (0.3, 3, 0.25)
+
+
+def test_recalibration_moves_the_running_statistics_to_the_inputs_and_no_weight(digits):
+    from jaxprov.errors import JaxprovError
+
+    raw, _ = digits
+    model = jaxprov.models.init("lenet_bn", jax.random.PRNGKey(0), name="bn")
+    x = np.asarray(adapt(raw[:96], model.input_spec))
+    shifted = 0.5 * x + 1.0  # a domain whose statistics the stored ones (init: mean 0, var 1) do not fit
+    child = derive.recalibrate(model, shifted, batch=48)
+    before, after = _flat(model.params), _flat(child.params)
+    assert all(np.array_equal(before[k], after[k]) for k in before if not k.startswith("batch_stats/"))
+    assert all(not np.array_equal(before[k], after[k]) for k in before if k.startswith("batch_stats/"))
+    assert child.meta["lineage"] == {"parent": "bn", "derivation": "recalibrate", "batch": 48, "n_inputs": 96}
+    # Eval mode on statistics recalibrated on one batch computes what train mode computes on that batch
+    # (up to the unbiased variance's n / (n - 1), 96 / 95 at the last BatchNorm); on the stored
+    # statistics it computes something else. Two chunks average their statistics.
+    one = derive.recalibrate(model, shifted)
+    (batch_out, _), _ = model.module.apply(model.params, jnp.asarray(shifted), mutable=["batch_stats"])
+    np.testing.assert_allclose(training.predict(one, shifted), batch_out, rtol=0.02, atol=0.02)
+    assert not np.allclose(training.predict(model, shifted), batch_out, rtol=0.05, atol=0.05)
+    halves = [_flat(derive.recalibrate(model, shifted[i:i + 48]).params) for i in (0, 48)]
+    for k, v in after.items():
+        if k.startswith("batch_stats/"):
+            np.testing.assert_allclose(v, (halves[0][k] + halves[1][k]) / 2, rtol=1e-5, atol=1e-6)
+    plain = jaxprov.models.init("lenet", jax.random.PRNGKey(0), name="plain")
+    with pytest.raises(JaxprovError, match="no BatchNorm running statistics"):
+        derive.recalibrate(plain, x[:4, ..., :1])
+    with pytest.raises(JaxprovError, match="at least one input"):
+        derive.recalibrate(model, x[:0])
+    with pytest.raises(JaxprovError, match="positive integer batch"):
+        derive.recalibrate(model, x, batch=0)

@@ -6,7 +6,11 @@ recoverable from it beyond "these weights are zero") and:
                          domain's labelled training split (the zeroed weights are free to grow back);
   finetune_authorised    fine-tunes on labelled authorised data (hoping general features return);
   prune                  magnitude-prunes a further share of the weights (hoping the protection
-                         lives in small weights).
+                         lives in small weights);
+  recalibrate_unauthorised  re-estimates the BatchNorm running statistics on a share of the
+                         unauthorised inputs, without their labels and without moving a weight
+                         (`derive.recalibrate`, AdaBN): a mask learned with the source's stored
+                         statistics can rest on their mismatch with the unauthorised domain.
 The same fine-tuning of a freshly initialised model of the same arch (`fresh_reference`) measures
 what the attacker's labelled share teaches without any of the source's knowledge: a protection that
 holds the attack below it must make the model a worse starting point than random weights.
@@ -43,6 +47,19 @@ def finetune_unauthorised(protected: Model, x, y, shares, key: jax.Array, evalua
                                 name=f"{protected.name}-ft{round(100 * share)}")
         rows.append({"attack": "finetune_unauthorised", "share": share, "n": n, "epochs": epochs,
                      "steps": epochs * (n // b), **evaluate(child)})
+    return rows
+
+
+def recalibrate_unauthorised(protected: Model, x, shares, key: jax.Array, evaluate) -> list[dict]:
+    """For each share, `derive.recalibrate` on that share of the unauthorised inputs `x` (the first of
+    the same key-fixed order as finetune_unauthorised's; no labels read) -> rows with `evaluate`'s
+    accuracies."""
+    order = np.asarray(jax.random.permutation(key, len(x)))
+    rows = []
+    for share in shares:
+        n = max(1, round(share * len(x)))
+        child = derive.recalibrate(protected, x[order[:n]], name=f"{protected.name}-recal{round(100 * share)}")
+        rows.append({"attack": "recalibrate_unauthorised", "share": share, "n": n, **evaluate(child)})
     return rows
 
 

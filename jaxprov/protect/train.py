@@ -11,6 +11,7 @@ resumed from a checkpoint takes exactly the steps an uninterrupted one takes. Th
     + gamma * unauthorised(z_attacked(x_u))               (fine-tune resistance; gamma = 0 turns it off)
     + bn_keep * bn_statistics(masked model on x_a)        (losses.bn_statistics; bn_keep = 0 turns it off)
     + feature_keep * features(f_masked(x_a), f_source(x_a)) (losses.features; feature_keep = 0 turns it off)
+    + recalibrated * unauthorised(z_masked,batch(x_u))    (BatchNorm on x_u's own statistics; 0 turns it off)
 
 The removal terms (alpha's and beta's) act on a batch only while its unauthorised loss is above
 `push_until`: once the batch's outputs are that close to the fixed target q the keep terms alone
@@ -28,6 +29,16 @@ have, replaced by what the source says). First order (the attacker's steps are c
 outer gradient, as first-order MAML; NTL-robust and "non-fine-tunable" learning train against a
 simulated fine-tuning the same way), so the mask is pushed toward weights from which that attack
 still lands on the fixed unauthorised output.
+
+z_masked,batch is the masked model with every BatchNorm normalising by the statistics of the batch
+it is given (train mode) instead of the stored ones: what the model computes once its running
+statistics are re-estimated on the unauthorised domain (`derive.recalibrate`, AdaBN), which needs
+no labels and moves no weight. Without this term the removal may rest on the mismatch between the
+unauthorised inputs and the stored statistics, and 20 unlabelled inputs undo it (docs/results.md,
+"MAP, eighth round"). The term is gated by push_until as alpha's is, and needs BatchNorm layers.
+With it on, the held-out choice also scores each candidate on the held-out unauthorised inputs
+after `derive.recalibrate` on them (`held_recalibrated`), and a candidate's unauthorised figure is
+the larger of that and `held_unauthorised`.
 
 The bn_keep term asks, at every BatchNorm, that the batch of authorised (or pseudo-source) inputs
 reach the layer with the mean and variance the source stored for it: a keep loss on the inside of
@@ -83,6 +94,7 @@ from jaxprov.errors import JaxprovError
 from jaxprov.model import Model
 from jaxprov.protect import losses, masks as masks_lib, synth
 from jaxprov.protect.metric import st_d
+from jaxprov.training import derive
 from jaxprov.training.loop import predict
 
 RECORD_EVERY = 25  # steps between history rows (and candidate masks of the held-out choice)
@@ -114,6 +126,8 @@ class MapConfig:
     bn_keep: weight of the BatchNorm-statistics keep term (0 = off; needs BatchNorm layers).
     feature_keep: weight of the feature keep term (0 = off): every named feature the model's apply
       returns, on the authorised (or pseudo-source) batch, held near the source's (losses.features).
+    recalibrated: weight of the unauthorised loss with BatchNorm on the unauthorised batch's own
+      statistics (0 = off; needs BatchNorm layers; the module docstring).
     push_until: the removal terms stop on a batch whose unauthorised loss is at most this (0 = never
       stop; the module docstring).
     select_n, select_from, select_margin: inputs per domain held out to choose the mask by (0 = the
@@ -139,6 +153,7 @@ class MapConfig:
     bn_keep: float = 0.0
     push_until: float = 0.0
     feature_keep: float = 0.0
+    recalibrated: float = 0.0
     select_n: int = 0
     select_from: float = 0.5
     select_margin: float = 0.1
@@ -155,7 +170,7 @@ class MapConfig:
             raise JaxprovError(f"MAP setting select_n must be a non-negative integer, got {self.select_n!r}")
         if not 0.0 < self.select_from <= 1.0:
             raise JaxprovError(f"MAP setting select_from must be in (0, 1], got {self.select_from!r}")
-        for name in ("alpha", "beta", "gamma", "bn_keep", "push_until", "feature_keep", "select_margin"):
+        for name in ("alpha", "beta", "gamma", "bn_keep", "push_until", "feature_keep", "recalibrated", "select_margin"):
             if not getattr(self, name) >= 0.0:
                 raise JaxprovError(f"MAP setting {name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "init_score", "temperature"):
@@ -206,9 +221,10 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
         if config.select_n and x.shape[0] <= config.select_n:
             raise JaxprovError(f"MAP's select_n ({config.select_n}) holds out at least every {role} input "
                                f"({x.shape[0]}); lower select_n or give more {role} data")
-    if config.bn_keep and not synth.has_batchnorm(model):
-        raise JaxprovError(f"{model.name} ({model.arch}) has no BatchNorm layers, which MAP's bn_keep term "
-                           "matches; set bn_keep 0")
+    for term, what in (("bn_keep", "matches"), ("recalibrated", "normalises by the batch's statistics in")):
+        if getattr(config, term) and not synth.has_batchnorm(model):
+            raise JaxprovError(f"{model.name} ({model.arch}) has no BatchNorm layers, which MAP's {term} term "
+                               f"{what}; set {term} 0")
     spec = masks_lib.MaskSpec(config.granularity, config.layers)
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
     classes = int(jax.eval_shape(model.apply, model.params, xa[:1]).shape[-1])
@@ -265,7 +281,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
             history.append({"step": i + 1, **{n: float(v) for n, v in parts.items()}})
             hard = masks_lib.hard(scores) if held is not None or trace is not None else None
             if held is not None:
-                history[-1].update(_agreements(model, params, hard, held_x, held_out, held_y))
+                history[-1].update(_agreements(model, params, hard, held_x, held_out, held_y,
+                                               bool(config.recalibrated)))
                 if on_grid and i + 1 >= first_candidate and _better(history[-1], best, bound, chance):
                     best, best_scores = _choice(history[-1]), scores
             if trace is not None:
@@ -287,7 +304,8 @@ def learn(model: Model, authorised_x, unauthorised_x, config: MapConfig, key: ja
 
 
 def _choice(row: dict) -> dict:
-    return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised", "held_distillation")}
+    return {k: row[k] for k in ("step", "held_authorised", "held_unauthorised", "held_distillation",
+                                "held_recalibrated") if k in row}
 
 
 def _labels(y, n: int, classes: int, role: str):
@@ -302,23 +320,28 @@ def _labels(y, n: int, classes: int, role: str):
     return y.astype(np.int32)
 
 
-def _agreements(model: Model, params, hard: dict, held_x, source_out, held_y) -> dict:
+def _agreements(model: Model, params, hard: dict, held_x, source_out, held_y, recalibrated: bool = False) -> dict:
     """Accuracies of the model under the binary masks `hard` on the held-out authorised and
     unauthorised inputs against `held_y` (labels, or the source's answers), and its distillation
-    loss (T = 1) on the held-out authorised ones."""
+    loss (T = 1) on the held-out authorised ones; with `recalibrated`, also its unauthorised accuracy
+    after `derive.recalibrate` on the held-out unauthorised inputs."""
     masked = model.replace(params=masks_lib.apply(params, hard))
     out = [predict(masked, x) for x in held_x]
     row = {f"held_{role}": float(np.mean(np.asarray(jnp.argmax(o, -1) == y)))
            for role, o, y in zip(("authorised", "unauthorised"), out, held_y)}
     row["held_distillation"] = float(losses.authorised(out[0], jax.nn.softmax(source_out[0], axis=-1)))
+    if recalibrated:
+        out_r = predict(derive.recalibrate(masked, held_x[1]), held_x[1])
+        row["held_recalibrated"] = float(np.mean(np.asarray(jnp.argmax(out_r, -1) == held_y[1])))
     return row
 
 
 def _better(row: dict, best: dict | None, bound: float, chance: float) -> bool:
     """Is the recorded step `row` a better mask than `best` (the module docstring's rule)?"""
     def rank(r):
-        meets = r["held_unauthorised"] <= bound
-        balance = st_d(1.0, r["held_authorised"], 1.0, r["held_unauthorised"], chance)["st_d"]
+        unauthorised = max(r["held_unauthorised"], r.get("held_recalibrated", 0.0))
+        meets = unauthorised <= bound
+        balance = st_d(1.0, r["held_authorised"], 1.0, unauthorised, chance)["st_d"]
         return (meets, r["held_authorised"] if meets else balance, -r["held_distillation"])
     return best is None or rank(row) > rank(best)
 
@@ -364,6 +387,10 @@ def _step_fn(module, config: MapConfig, per_score_items: tuple):
         if config.beta:
             parts["separation"] = losses.separation(feats_u["pre_logits"], source_mean)
             total = total + parts["push"] * config.beta * parts["separation"]
+        if config.recalibrated:
+            (out_r, _), _ = module.apply(masked, xu, mutable=["batch_stats"])  # train mode: xu's own statistics
+            parts["recalibrated"] = losses.unauthorised(out_r)
+            total = total + parts["push"] * config.recalibrated * parts["recalibrated"]
         if config.bn_keep:
             parts["bn_keep"] = losses.bn_statistics(moments)
             total = total + config.bn_keep * parts["bn_keep"]

@@ -3,7 +3,7 @@
 Every function is deterministic given its PRNG key (same key -> bitwise identical params on one
 backend) and returns a new `Model` whose `meta["lineage"]` says how it was made:
 `{"parent": parent.name or None, "derivation": "train" | "finetune" | "transfer" | "prune" |
-"distill" | "quantize_int8" | "cast_fp16" | "average", ...the derivation's settings}`. Inputs `x`
+"distill" | "quantize_int8" | "cast_fp16" | "average" | "recalibrate", ...the derivation's settings}`. Inputs `x`
 are already in the model's input space (`model.input_spec.normalize(raw)`); labels `y` are integer
 class ids.
 
@@ -32,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprov import models
+from jaxprov.models import layers
 from jaxprov.models.layers import InternalClassifier
 from jaxprov.models.multi_exit import num_exits
 from jaxprov.errors import JaxprovError
-from jaxprov.model import Model, n_items
+from jaxprov.model import Model, as_inputs, n_items
 from jaxprov.probes import key_repr
 from jaxprov.training.loop import accuracy, fit, key_path, predict, sdn_weights, tree_mask
 
@@ -103,6 +104,46 @@ def train_exits(arch_or_model: str | Model, x, y, key: jax.Array, epochs: int, l
     settings = {"epochs": epochs, "lr": lr, "batch": batch, "n_train": int(len(y)), "key": key_repr(key),
                 "recipe": "sdn-heads-only" if heads_only else "sdn"}
     return _derived(model, params, name or model.arch, parent, "train", settings, x, y)
+
+
+def recalibrate(model: Model, x, batch: int = 512, name: str | None = None) -> Model:
+    """`model` with every BatchNorm's running statistics re-estimated on inputs `x`; no weight moves and
+    no label is read (AdaBN: Li et al., "Revisiting Batch Normalization for Practical Domain
+    Adaptation", 2016). What a user of a model on a new domain does first, with a handful of unlabelled
+    inputs, and an attack on a protection that lives in the statistics the model stored
+    (`jaxprov.protect.attacks`).
+
+    One train-mode pass per chunk of `batch` inputs (in order; a last partial chunk is dropped when
+    there is a full one): every BatchNorm normalises by the chunk's statistics, as in training, and
+    its running mean and (unbiased) variance become the average of the chunks' (torch's cumulative
+    average, `momentum=None`). With one chunk, eval mode then computes exactly what train mode does on
+    it. Read from the update train mode makes: started from zero, the update is momentum x the batch's
+    statistics (`layers.BatchNorm`, the only BatchNorm of jaxprov's models)."""
+    if not jax.tree_util.tree_leaves(model.params.get("batch_stats", {})):
+        raise JaxprovError(f"{model.name} ({model.arch}) has no BatchNorm running statistics to recalibrate")
+    if not isinstance(batch, int) or batch < 1:
+        raise JaxprovError(f"recalibrate needs a positive integer batch, got {batch!r}")
+    x = as_inputs(x, jnp)
+    n = n_items(x)
+    if n == 0:
+        raise JaxprovError("recalibrate needs at least one input")
+    weights = model.params["params"]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, model.params["batch_stats"])
+
+    @jax.jit
+    def stats(xb):  # each leaf: momentum x the chunk's statistics
+        _, updates = model.module.apply({"params": weights, "batch_stats": zeros}, xb, mutable=["batch_stats"])
+        return updates["batch_stats"]
+
+    b = min(batch, n)
+    chunks = range(0, n - b + 1, b)
+    total = jax.tree_util.tree_map(jnp.zeros_like, zeros)
+    for i in chunks:
+        total = jax.tree_util.tree_map(jnp.add, total, stats(jax.tree_util.tree_map(lambda a: a[i:i + b], x)))
+    running = jax.tree_util.tree_map(lambda t: t / (len(chunks) * layers.BatchNorm.momentum), total)
+    settings = {"batch": b, "n_inputs": n}
+    return _derived(model, {**model.params, "batch_stats": running}, name or f"{model.name}-recalibrated",
+                    model.name, "recalibrate", settings)
 
 
 def internal_classifier_paths(model: Model) -> list[tuple[str, ...]]:
