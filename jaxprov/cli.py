@@ -322,7 +322,7 @@ def _cmd_protect_map(args) -> int:
     target = store.check_target(args.out, overwrite=args.force)  # before any work: a bad --out fails now
     config = protect.MapConfig(granularity=args.granularity, **{
         k: getattr(args, k) for k in ("steps", "batch", "lr", "alpha", "beta", "lam", "gamma", "feature_keep",
-                                  "select_n")
+                                  "recalibrated", "select_n")
         if getattr(args, k) is not None},
         **({"layers": tuple(n for n in args.layers.split(",") if n)} if args.layers else {}))
     source = api.load(args.model, args.arch, progress=True)
@@ -376,6 +376,12 @@ def _cmd_protect_eval(args) -> int:
                               roles["authorised"].labelled("evaluation"), roles["unauthorised"].labelled("evaluation"),
                               classes)
     extra = {}
+    if protect.synth.has_batchnorm(protected):  # the label-free attack: statistics re-estimated on the domain
+        from jaxprov.training import derive
+
+        x, y = roles["unauthorised"].labelled("evaluation")
+        result["recalibrated"] = {"before": accuracy(derive.recalibrate(source, x), x, y),
+                                  "after": accuracy(derive.recalibrate(protected, x), x, y)}
     for arg in args.data or []:
         d = data_lib.load(arg, source.input_spec, classes, "test")
         extra[d.source] = {"before": accuracy(source, *d.labelled("evaluation")), "after": accuracy(protected, d.x, d.y)}
@@ -387,6 +393,10 @@ def _cmd_protect_eval(args) -> int:
     print(f"{'':14s} {'before':>7s} {'after':>7s}")
     for role in ("authorised", "unauthorised"):
         print(f"{role:14s} {result[role + '_before']:7.3f} {result[role + '_after']:7.3f}  ({roles[role].source})")
+    if "recalibrated" in result:
+        r = result["recalibrated"]
+        print(f"{'recalibrated':14s} {r['before']:7.3f} {r['after']:7.3f}  (unauthorised, BatchNorm statistics "
+              "re-estimated on it, no labels)")
     for name, r in extra.items():
         print(f"{'data':14s} {r['before']:7.3f} {r['after']:7.3f}  ({name})")
     print(f"ST-D {result['st_d']:.3f}  (retained {result['retained']:.3f}, removed {result['removed']:.3f}, "
@@ -587,6 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--feature-keep", type=float, help="weight of the feature keep term (the masked model's features "
                                                        "held near the source's on the authorised or pseudo-source "
                                                        "batch; helps source-free; default: jaxprov.protect.MapConfig's)")
+    q.add_argument("--recalibrated", type=float, help="weight of the unauthorised loss with BatchNorm on the "
+                                                       "unauthorised batch's own statistics, so that re-estimating "
+                                                       "them on that domain (no labels needed) does not undo the "
+                                                       "protection; BatchNorm models (default: "
+                                                       "jaxprov.protect.MapConfig's)")
     q.add_argument("--select-n", type=int, help="authorised and unauthorised inputs held out to choose the mask "
                                                  "by: the recorded step that keeps the most held-out authorised "
                                                  "accuracy while the unauthorised accuracy is within chance + 10 "

@@ -344,7 +344,8 @@ def test_cli_map_and_eval_end_to_end(source, tmp_path, capsys):
     src = store.save_model(source, tmp_path / "src")
     out = tmp_path / "protected"
     assert main(["protect", "map", str(src), "--setting", "source-available", "--authorised", "mnistm:train",
-                 "--unauthorised", "mnist", "--out", str(out), "--steps", "20", "--batch", "32", "--select-n", "16"]) == 0
+                 "--unauthorised", "mnist", "--out", str(out), "--steps", "20", "--batch", "32", "--select-n", "16",
+                 "--recalibrated", "0.5"]) == 0
     assert "protected:" in capsys.readouterr().out
     meta = jaxprov.load(out).meta
     assert meta["protection"]["data"]["unauthorised"] == "mnist:base"
@@ -355,6 +356,10 @@ def test_cli_map_and_eval_end_to_end(source, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["authorised"] == "mnistm:test" and report["unauthorised"] == "mnist:test"
     assert 0.0 <= report["st_d"] <= 1.0 and report["authorised_before"] > 0.5
+    # the label-free attack is part of the report: the source still reads MNIST with its statistics
+    # re-estimated on it; the protected model's figure is its own
+    assert report["recalibrated"]["before"] > 0.5 and 0.0 <= report["recalibrated"]["after"] <= 1.0
+    assert meta["lineage"]["config"]["recalibrated"] == 0.5
 
 
 def test_cli_bad_inputs_are_one_line_and_write_nothing(source, tmp_path, capsys):
