@@ -66,7 +66,10 @@ def main() -> int:
         src = jaxprov.load(cache)
     else:
         src = map_bench.train_source(a, xa, ya)
-        store.save_model(src, cache)
+        try:
+            store.save_model(src, cache)
+        except jaxprov.JaxprovError:  # a run started beside this one cached it first: the same source
+            pass
     ev = attacks.evaluator({"authorised": ta, "unauthorised": tu})
     common = {"pair": args.pair, "setting": args.setting, "synth": json.loads(args.synth), "labels": args.labels,
               "command": " ".join(["python", "benchmarks/map_tune.py", *sys.argv[1:]]),
