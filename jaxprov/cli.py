@@ -344,6 +344,10 @@ def _cmd_protect_map(args) -> int:
     checkpoint.unlink(missing_ok=True)
     print(f"protected:   {target}  ({args.setting}, {config.granularity} mask keeps {result.run.density:.1%} of "
           f"the kernel weights{'; resumed at step ' + str(result.run.resumed_from) if result.run.resumed_from else ''})")
+    if not config.recalibrated and protect.synth.has_batchnorm(source):
+        print(f"jaxprov: warning: {target} has BatchNorm and was protected without --recalibrated: re-estimating its "
+              f"statistics on the unauthorised domain (no labels needed) may undo the protection; `jaxprov protect "
+              f"eval {target}` reports the accuracy after it", file=sys.stderr)
     return 0
 
 

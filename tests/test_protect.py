@@ -346,7 +346,8 @@ def test_cli_map_and_eval_end_to_end(source, tmp_path, capsys):
     assert main(["protect", "map", str(src), "--setting", "source-available", "--authorised", "mnistm:train",
                  "--unauthorised", "mnist", "--out", str(out), "--steps", "20", "--batch", "32", "--select-n", "16",
                  "--recalibrated", "0.5"]) == 0
-    assert "protected:" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "protected:" in printed.out and "--recalibrated" not in printed.err
     meta = jaxprov.load(out).meta
     assert meta["protection"]["data"]["unauthorised"] == "mnist:base"
     assert meta["lineage"]["selected"]["step"] == 20  # the named domains' labels chose the mask
@@ -360,6 +361,11 @@ def test_cli_map_and_eval_end_to_end(source, tmp_path, capsys):
     # re-estimated on it; the protected model's figure is its own
     assert report["recalibrated"]["before"] > 0.5 and 0.0 <= report["recalibrated"]["after"] <= 1.0
     assert meta["lineage"]["config"]["recalibrated"] == 0.5
+    # without the term, a BatchNorm model's protection is flagged as one recalibration may undo
+    assert main(["protect", "map", str(src), "--setting", "source-available", "--authorised", "mnistm:train",
+                 "--unauthorised", "mnist", "--out", str(tmp_path / "plain"), "--steps", "2", "--batch", "8"]) == 0
+    warning = capsys.readouterr().err.strip().splitlines()[-1]
+    assert warning.startswith("jaxprov: warning:") and "without --recalibrated" in warning
 
 
 def test_cli_bad_inputs_are_one_line_and_write_nothing(source, tmp_path, capsys):
