@@ -189,12 +189,18 @@ def test_the_keep_terms_hold_the_batchnorm_statistics_and_the_features_they_keep
     assert "bn_keep" in run.history[-1] and kept_bn < free_bn
     _, kept_features, run = gaps(protect.MapConfig(**hard, feature_keep=10.0))
     assert "feature_keep" in run.history[-1] and kept_features < 0.8 * free_features
+    _refused("bn_keep", "feature_keep")
+
+
+def _refused(batchnorm_term: str, signed_term: str):
+    """A model without BatchNorm is refused `batchnorm_term`, and a negative `signed_term` is refused,
+    each with one line naming it."""
     plain = models.init("lenet", jax.random.PRNGKey(0), name="plain")
-    with pytest.raises(JaxprovError, match="no BatchNorm layers.*bn_keep"):
+    with pytest.raises(JaxprovError, match=f"no BatchNorm layers.*{batchnorm_term}"):
         protect.learn(plain, np.zeros((4, 28, 28, 1), np.float32), np.zeros((4, 28, 28, 1), np.float32),
-                      protect.MapConfig(steps=2, bn_keep=1.0), jax.random.PRNGKey(0))
-    with pytest.raises(JaxprovError, match="feature_keep must be >= 0"):
-        protect.MapConfig(feature_keep=-1.0)
+                      protect.MapConfig(steps=2, **{batchnorm_term: 1.0}), jax.random.PRNGKey(0))
+    with pytest.raises(JaxprovError, match=f"{signed_term} must be >= 0"):
+        protect.MapConfig(**{signed_term: -1.0})
 
 
 def test_the_push_stops_on_batches_already_close_to_the_fixed_answer(source, domains):
@@ -428,12 +434,7 @@ def test_recalibrating_batchnorm_undoes_a_mask_learned_on_stored_statistics_and_
     # on the stored statistics does not meet the bound
     row = {"held_authorised": 0.9, "held_unauthorised": 0.1, "held_distillation": 0.1}
     assert _better({**row, "held_authorised": 0.5}, {**row, "held_recalibrated": 0.9}, 0.2, 0.1)
-    plain_model = models.init("lenet", jax.random.PRNGKey(0), name="plain")
-    with pytest.raises(JaxprovError, match="no BatchNorm layers.*recalibrated"):
-        protect.learn(plain_model, np.zeros((4, 28, 28, 1), np.float32), np.zeros((4, 28, 28, 1), np.float32),
-                      protect.MapConfig(steps=2, recalibrated=1.0), jax.random.PRNGKey(0))
-    with pytest.raises(JaxprovError, match="recalibrated must be >= 0"):
-        protect.MapConfig(recalibrated=-1.0)
+    _refused("recalibrated", "recalibrated")
 
 
 def test_fine_tuning_on_unauthorised_labels_brings_accuracy_back(source, protected, domains):
