@@ -69,7 +69,8 @@ def main() -> int:
         try:
             store.save_model(src, cache)
         except jaxprov.JaxprovError:  # a run started beside this one cached it first: the same source
-            pass
+            if not cache.exists():
+                raise
     ev = attacks.evaluator({"authorised": ta, "unauthorised": tu})
     common = {"pair": args.pair, "setting": args.setting, "synth": json.loads(args.synth), "labels": args.labels,
               "command": " ".join(["python", "benchmarks/map_tune.py", *sys.argv[1:]]),
